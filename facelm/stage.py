@@ -1,0 +1,59 @@
+"""Run one pipeline stage: validate params, execute its notebook with papermill, export HTML.
+
+``dvc.yaml`` calls ``python -m facelm stage NAME`` for every stage, so each one checks the
+parameters before any work, runs ``notebooks/NAME.ipynb`` with the ``python3`` kernel from
+the project root, and leaves ``reports/NAME.ipynb`` and ``reports/NAME.html``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .config import load_params
+from .paths import project_root
+
+
+def export_html(notebook: Path, html: Path) -> None:
+    """Convert an executed notebook to a self-contained HTML page (figures embedded as base64)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    tmp = html.with_name(html.name + ".tmp")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(html)
+
+
+def run_stage(name: str, params_file: str = "params.yaml", root: Path | None = None,
+              log_output: bool = True) -> Path:
+    """Execute ``notebooks/{name}.ipynb`` into ``reports/`` and return the HTML report's path.
+
+    Parameters are validated first, so a bad value stops the stage before any work. When
+    the notebook fails, its partial report is still written (to show where), then the
+    error is raised.
+    """
+    import papermill
+
+    root = root or project_root()
+    load_params(root / params_file)  # raises ParamsError with a one-line message
+    source = root / "notebooks" / f"{name}.ipynb"
+    if not source.is_file():
+        known = sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        raise FileNotFoundError(f"no stage notebook {source}; stages: {', '.join(known)}")
+    reports = root / "reports"
+    reports.mkdir(exist_ok=True)  # papermill does not create the output folder
+    executed, html = reports / f"{name}.ipynb", reports / f"{name}.html"
+    start = time.time()
+    try:
+        papermill.execute_notebook(
+            str(source), str(executed), parameters={"params_file": params_file},
+            kernel_name="python3", cwd=str(root), progress_bar=False, log_output=log_output,
+        )
+    finally:
+        if executed.is_file():
+            export_html(executed, html)
+    print(f"stage {name}: {time.time() - start:.1f} s, report {html.relative_to(root)}")
+    return html

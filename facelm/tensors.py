@@ -1,0 +1,35 @@
+"""Conversions between uint8 image arrays and model tensors, and device selection."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, or CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def to_tensor(images: np.ndarray, device: str | torch.device | None = None) -> torch.Tensor:
+    """uint8 ``[N, H, W, 3]`` (or one ``[H, W, 3]``) to float NCHW in [-1, 1] on ``device``."""
+    arr = np.asarray(images)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {arr.dtype}")
+    t = torch.from_numpy(np.ascontiguousarray(arr)).to(pick_device(device))
+    t = t.permute(0, 3, 1, 2) if t.ndim == 4 else t.permute(2, 0, 1)
+    return t.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Float NCHW (or CHW) in [-1, 1] to uint8 NHWC (or HWC) numpy, clipped and rounded."""
+    x = x.detach().float().clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
+    x = x.permute(0, 2, 3, 1) if x.ndim == 4 else x.permute(1, 2, 0)
+    return x.cpu().numpy()
+
+
+def sample_z(n: int, z_dim: int = 64, seed: int = 0, truncation: float = 1.0) -> torch.Tensor:
+    """``n`` latent vectors uniform in ``[-truncation, truncation]^z_dim`` (CPU, float32)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, z_dim, generator=g) * 2.0 - 1.0) * truncation

@@ -1,0 +1,100 @@
+"""`dvc repro` end to end at CI size, then nbval over the executed notebooks.
+
+Runs in a copy of the project (the pipeline writes data/, reports/ and metrics/), with
+configs/ci.yaml applied to params.yaml.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT = {  # SPEC "Metrics contract": key -> stage, for the stages this checkout has
+    "began_M_final": "02_began", "began_steps": "02_began",
+    "inversion_l1_train": "03_inversion", "inversion_l1_heldout": "03_inversion",
+    "lgen_params": "04_lgen", "lgen_nme_train": "04_lgen", "lgen_nme_heldout": "04_lgen",
+    "interp_smoothness": "05_results",
+    "detector_nme_heldout": "06_evaluation", "consistency_nme": "06_evaluation",
+    "aug_nme_real_only": "07_augmentation", "aug_nme_real_plus_synth": "07_augmentation",
+}
+
+pytestmark = pytest.mark.pipeline
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A git copy of the working tree (tracked and untracked-not-ignored files) with the CI profile."""
+    dest = tmp_path_factory.mktemp("pipeline") / "facelm"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    run(["git", "init", "-q"], dest)
+    run([sys.executable, "-m", "facelm", "profile", "configs/ci.yaml"], dest)
+    env = {"GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@local",
+           "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@local"}
+    os.environ.update(env)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "ci copy"], dest)
+    run(["dvc", "repro"], dest)
+    return dest
+
+
+def test_repro_writes_reports_and_contract_metrics(project):
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    for name in stages:
+        html = project / "reports" / f"{name}.html"
+        assert html.is_file() and "data:image/png;base64" in html.read_text(), name
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    keys = set()
+    for entry in shown.values():
+        for metrics_file in entry.get("data", {}).values():
+            keys |= set(metrics_file.get("data", {}))
+    expected = {k for k, stage in CONTRACT.items() if stage in stages}
+    assert expected <= keys, f"missing metrics: {sorted(expected - keys)}"
+
+
+def test_second_repro_is_a_no_op(project):
+    out = run(["dvc", "repro"], project).stdout
+    assert "Running stage" not in out and "up to date" in out.lower()
+
+
+def test_params_change_reruns_only_dependent_stages(project):
+    """A parameter marks exactly the stages that use it as changed (downstream follow via data)."""
+    assert "changed" not in run(["dvc", "status"], project).stdout
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    original = (project / "params.yaml").read_text()
+    cases = [("world", "n_heldout", {"01_preprocess"})]
+    if "05_results" in stages:
+        cases.append(("results", "n_random", {"05_results"}))
+    try:
+        for section, key, expected in cases:
+            params = yaml.safe_load(original)
+            params[section][key] += 1
+            (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            changed = set(json.loads(run(["dvc", "status", "--json"], project).stdout))
+            assert changed == expected, (section, key, changed)
+    finally:
+        (project / "params.yaml").write_text(original)
+
+
+def test_executed_notebooks_rerun_under_nbval(project):
+    """Re-execute each report notebook: cells marked NBVAL_CHECK_OUTPUT must reproduce exactly."""
+    notebooks = sorted(str(p) for p in (project / "reports").glob("[0-9][0-9]_*.ipynb"))
+    assert notebooks
+    run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+         "--nbval-current-env", *notebooks], project)
