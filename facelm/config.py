@@ -140,7 +140,44 @@ class ResultsParams:
 
     n_random: int = positive(16)
     n_interp: int = positive(14)
-    interp_face: int = non_negative(0)
+    interp_face: int = non_negative(0)  # a training face among the first inversion.n_mirror
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """The 49-point CNN landmark detector: annotator of real crops and independent judge."""
+
+    data: Literal["world", "pts"] = "world"
+    pts_root: str = "data/300w"
+    n_train: int = positive(6000)
+    n_val: int = positive(500)
+    width: int = positive(16)
+    depth: int = non_negative(1)
+    steps: int = positive(3000)
+    batch_size: int = positive(32)
+    lr: float = positive(2e-3)
+    weight_decay: float = non_negative(1e-4)
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluationParams:
+    """Agreement of L-Gen with the judge on generated faces."""
+
+    n_random: int = positive(1000)
+    truncation: float = unit_interval(1.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class AugmentationParams:
+    """Does training a detector on real + latent-augmented faces beat real faces alone?"""
+
+    ks: list[int] = field(default_factory=lambda: [100, 500, 2000])
+    k_default: int = positive(500)
+    n_synth: int = positive(2000)
+    seeds: int = positive(3)
+    truncation: float = unit_interval(1.0, low_open=True)
+    steps: int = positive(1500)
 
 
 @dataclass(frozen=True)
@@ -156,6 +193,9 @@ class Params:
     inversion: InversionParams = field(default_factory=InversionParams)
     lgen: LGenParams = field(default_factory=LGenParams)
     results: ResultsParams = field(default_factory=ResultsParams)
+    detector: DetectorParams = field(default_factory=DetectorParams)
+    evaluation: EvaluationParams = field(default_factory=EvaluationParams)
+    augmentation: AugmentationParams = field(default_factory=AugmentationParams)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -240,8 +280,16 @@ def _cross_checks(p: Params) -> None:
     """Rules that involve more than one key."""
     if p.began.best_window > p.began.steps:
         raise ParamsError(f"began.best_window must be <= began.steps ({p.began.steps}) (got {p.began.best_window})")
-    if p.results.interp_face >= p.world.n_heldout and p.dataset == "world":
-        raise ParamsError(f"results.interp_face must be < world.n_heldout ({p.world.n_heldout}) (got {p.results.interp_face})")
+    if p.results.interp_face >= p.inversion.n_mirror:
+        raise ParamsError(f"results.interp_face must be < inversion.n_mirror ({p.inversion.n_mirror}), "
+                          f"the faces whose mirror image is inverted (got {p.results.interp_face})")
+    a = p.augmentation
+    if a.k_default not in a.ks:
+        raise ParamsError(f"augmentation.k_default must be one of augmentation.ks {a.ks} (got {a.k_default})")
+    if any(k <= 0 for k in a.ks):
+        raise ParamsError(f"augmentation.ks must hold positive counts (got {a.ks})")
+    if p.dataset == "world" and max(a.ks) > p.world.n_train:
+        raise ParamsError(f"augmentation.ks must be <= world.n_train ({p.world.n_train}) (got {a.ks})")
     if any(h <= 0 for h in p.lgen.hidden):
         raise ParamsError(f"lgen.hidden must hold positive layer widths (got {p.lgen.hidden})")
 

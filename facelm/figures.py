@@ -47,3 +47,111 @@ def save(fig, path) -> None:
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or len(values) < window:
+        return values
+    kernel = np.ones(window) / window
+    return np.convolve(values, kernel, mode="valid")
+
+
+def training_curves(history: dict[str, np.ndarray], steps: np.ndarray | None = None,
+                    smooth: int = 1, title: str | None = None):
+    """One panel per curve (e.g. L_D, L_G, k_t, M), moving-average smoothed over ``smooth`` steps."""
+    names = list(history)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        values = np.asarray(history[name], dtype=np.float64)
+        x = np.arange(len(values)) if steps is None else np.asarray(steps)
+        y = _smooth(values, smooth)
+        ax.plot(x[len(x) - len(y):], y, lw=1)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def best_median_worst(errors: np.ndarray, n_each: int) -> dict[str, np.ndarray]:
+    """Indices of the ``n_each`` lowest, middle and highest errors."""
+    order = np.argsort(errors, kind="stable")
+    mid = len(order) // 2 - n_each // 2
+    return {"best": order[:n_each], "median": order[mid:mid + n_each], "worst": order[-n_each:]}
+
+
+def reconstruction_pairs(images: np.ndarray, recon: np.ndarray, errors: np.ndarray,
+                         n_each: int = 4, title: str | None = None):
+    """Fig. 4: faces beside their reconstructions G(z_r), for the best, median and worst errors."""
+    groups = best_median_worst(errors, n_each)
+    scale = max(1, 96 // images.shape[1])
+    fig, axes = plt.subplots(3, 1, figsize=(2.2 * n_each, 6.6))
+    for ax, (name, idx) in zip(axes, groups.items()):
+        pairs = np.stack([x for i in idx for x in (images[i], recon[i])])
+        ax.imshow(tile(annotate(pairs, None, scale), 2 * n_each, pad=scale), interpolation="nearest")
+        ax.set_title(f"{name}: image | G(z_r)   (L1 " + ", ".join(f"{errors[i]:.3f}" for i in idx) + ")",
+                     fontsize=9)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def histograms(samples: dict[str, np.ndarray], xlabel: str, bins: int = 40, title: str | None = None):
+    """Overlaid histograms of several error samples (e.g. training vs held-out)."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    hi = max(float(np.percentile(v, 99.5)) for v in samples.values())
+    for name, values in samples.items():
+        ax.hist(values, bins=np.linspace(0, hi, bins), alpha=0.55,
+                label=f"{name} (mean {np.mean(values):.4f})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("faces")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def ced_plot(errors: dict[str, np.ndarray], max_error: float = 0.15, title: str | None = None):
+    """Cumulative error distributions (fraction of faces with NME <= x)."""
+    from .landmarks import auc, ced
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, values in errors.items():
+        t, f = ced(values, np.linspace(0, max_error, 301))
+        ax.plot(t, f, label=f"{name} (mean {np.mean(values):.3f}, AUC@0.08 {auc(values):.2f})")
+    ax.set_xlabel("NME (inter-ocular)")
+    ax.set_ylabel("fraction of faces")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def interpolation_strip(images: np.ndarray, landmarks: np.ndarray, displacement: np.ndarray,
+                        title: str | None = None):
+    """Fig. 9: faces along a latent path with their landmarks, and the landmark step sizes."""
+    scale = max(1, 96 // images.shape[1])
+    strip = tile(annotate(images, landmarks, scale), len(images), pad=scale)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(1.1 * len(images), 4.2),
+                                      gridspec_kw={"height_ratios": [1.2, 1]})
+    top.imshow(strip, interpolation="nearest")
+    top.set_axis_off()
+    if title:
+        top.set_title(title)
+    bottom.plot(np.arange(1, len(displacement) + 1), displacement, "o-")
+    bottom.axhline(np.mean(displacement), color="grey", ls="--", lw=1, label="mean")
+    bottom.set_xlabel("step along the path")
+    bottom.set_ylabel("mean landmark move")
+    bottom.set_xlim(0.5, len(images) - 0.5)
+    bottom.legend(fontsize=8)
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -29,6 +29,9 @@ GROUPS_49: dict[str, list[int]] = {
 }
 # Outer eye corners, the NME normaliser (68-point 36 and 45).
 OUTER_EYE_CORNERS_49 = (19, 28)
+# CelebA's 5 points: left eye, right eye, nose, left mouth corner, right mouth corner
+# (left/right as seen in the image); their normaliser is the distance between the eyes.
+NORMALISER = {49: OUTER_EYE_CORNERS_49, 68: (36, 45), 5: (0, 1)}
 
 
 def _flip_permutation_68() -> np.ndarray:
@@ -47,6 +50,8 @@ def _flip_permutation_68() -> np.ndarray:
 FLIP_PERM_68 = _flip_permutation_68()
 _pos_49 = {int(j): i for i, j in enumerate(IDX_68_TO_49)}
 FLIP_PERM_49 = np.array([_pos_49[int(FLIP_PERM_68[j])] for j in IDX_68_TO_49])
+FLIP_PERM_5 = np.array([1, 0, 2, 4, 3])
+FLIP_PERMS = {49: FLIP_PERM_49, 68: FLIP_PERM_68, 5: FLIP_PERM_5}
 
 
 def to_49(points: np.ndarray) -> np.ndarray:
@@ -60,10 +65,10 @@ def flip_landmarks(landmarks: np.ndarray) -> np.ndarray:
     """Landmarks ``[..., P, 2]`` (unit coordinates) of the left-right mirrored image.
 
     Mirroring moves x to 1 - x and swaps the left/right points (eye corners, brows, ...).
-    Works for the 49- and 68-point layouts.
+    Works for the 49-, 68- and CelebA 5-point layouts.
     """
     n = landmarks.shape[-2]
-    perm = {49: FLIP_PERM_49, 68: FLIP_PERM_68}.get(n)
+    perm = FLIP_PERMS.get(n)
     if perm is None:
         raise ValueError(f"no mirror permutation for {n} points")
     out = landmarks[..., perm, :].copy()
@@ -133,18 +138,21 @@ def nme(pred: np.ndarray, target: np.ndarray, image_size: tuple[int, int] | None
     """Per-face normalised mean error ``[N]``.
 
     Mean point-to-point distance between ``pred`` and ``target`` (``[N, 49, 2]``) divided by
-    the distance between the target's outer eye corners (49-point indices 19 and 28).
+    the distance between the target's outer eye corners (49-point indices 19 and 28; for
+    68 points 36 and 45; for CelebA's 5 points the two eye centres).
     ``image_size = (W, H)`` scales unit coordinates to pixels first (needed when W != H).
     """
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
-    if pred.shape != target.shape or pred.shape[-2:] != (N_POINTS, 2):
-        raise ValueError(f"nme needs two [N, 49, 2] arrays, got {pred.shape} and {target.shape}")
+    n = target.shape[-2]
+    if pred.shape != target.shape or target.shape[-1] != 2 or n not in NORMALISER:
+        raise ValueError(f"nme needs two [N, P, 2] arrays with P in {sorted(NORMALISER)}, "
+                         f"got {pred.shape} and {target.shape}")
     if image_size is not None:
         scale = np.array(image_size, dtype=np.float64)
         pred, target = pred * scale, target * scale
     err = np.linalg.norm(pred - target, axis=-1).mean(axis=-1)
-    a, b = OUTER_EYE_CORNERS_49
+    a, b = NORMALISER[n]
     iod = np.linalg.norm(target[..., a, :] - target[..., b, :], axis=-1)
     return err / np.maximum(iod, 1e-12)
 

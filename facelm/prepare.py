@@ -35,7 +35,39 @@ def prepare_world(params: Params, out_dir: str | Path, chunk: int = 2000) -> dic
 def prepare_faces(params: Params, out_dir: str | Path) -> dict:
     """Build the face set for ``params.dataset`` into ``out_dir``; returns a summary dict."""
     if params.dataset == "world":
+        import shutil
+
+        # the folder persists between runs (CelebA shards resume); drop what a CelebA run left
+        shutil.rmtree(Path(out_dir) / "celeba_work", ignore_errors=True)
         return prepare_world(params, out_dir)
     from .prepare_celeba import prepare_celeba
 
     return prepare_celeba(params, out_dir)
+
+
+# The detector learns from rendered faces far from stage 01's index range, so the judge
+# never saw the faces the GAN learned from.
+DETECTOR_WORLD_START = 1_000_000
+
+
+def detector_faces(params: Params) -> dict:
+    """Ground-truth annotated faces for the detector: ``{train: (x, y), val: (x, y), source: str}``."""
+    d, size = params.detector, params.image_size
+    if d.data == "world":
+        from .world import render_faces
+
+        w = params.world
+        pose = dict(yaw_max=w.yaw_max, pitch_max=w.pitch_max, roll_max=w.roll_max)
+        train = render_faces(d.n_train, size, params.seed, DETECTOR_WORLD_START, **pose)
+        val = render_faces(d.n_val, size, params.seed, DETECTOR_WORLD_START + d.n_train, **pose)
+        return {"train": train, "val": val, "source": f"rendered world, faces {DETECTOR_WORLD_START}+"}
+    from .paths import project_root
+    from .ptsdata import load_pts_folder
+
+    root = Path(d.pts_root) if Path(d.pts_root).is_absolute() else project_root() / d.pts_root
+    images, points, report = load_pts_folder(root, size)
+    n_val = min(d.n_val, len(images) // 5)
+    order = np.random.default_rng(params.seed).permutation(len(images))
+    tr, va = order[n_val:][:d.n_train], order[:n_val]
+    return {"train": (images[tr], points[tr]), "val": (images[va], points[va]),
+            "source": f"{root}: {report['used']} faces, {len(report['skipped'])} skipped"}

@@ -17,7 +17,9 @@ def to_tensor(images: np.ndarray, device: str | torch.device | None = None) -> t
     arr = np.asarray(images)
     if arr.dtype != np.uint8:
         raise ValueError(f"images must be uint8, got {arr.dtype}")
-    t = torch.from_numpy(np.ascontiguousarray(arr)).to(pick_device(device))
+    # a read-only memmap slice is copied: torch cannot wrap non-writable memory
+    arr = np.ascontiguousarray(arr) if arr.flags.writeable else np.array(arr)
+    t = torch.from_numpy(arr).to(pick_device(device))
     t = t.permute(0, 3, 1, 2) if t.ndim == 4 else t.permute(2, 0, 1)
     return t.float().div_(127.5).sub_(1.0)
 

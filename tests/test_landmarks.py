@@ -60,7 +60,11 @@ def test_nme_normalises_by_outer_eye_corners():
     # non-square images are measured in pixels
     assert L.nme(pred, target, image_size=(100, 50))[0] == pytest.approx(0.1)
     with pytest.raises(ValueError):
-        L.nme(pred[:, :5], target[:, :5])
+        L.nme(pred[:, :7], target[:, :7])
+    five = np.array([[[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]]])
+    assert L.nme(five + [0.0, 0.04], five)[0] == pytest.approx(0.1)  # eye centres 0.4 apart
+    flipped = L.flip_landmarks(five)
+    assert np.allclose(flipped[0, 0], [0.3, 0.4]) and np.allclose(flipped[0, 3], [0.35, 0.8])
 
 
 def test_ced_auc_failure():
@@ -81,3 +85,19 @@ def test_draw_landmarks_marks_the_points():
     assert out.shape == (128, 128, 3)
     assert out[int(0.1 * 128), int(0.1 * 128)].any() and out[64, 64].any()
     assert not out[120, 5].any()
+
+
+def test_interpolation_and_smoothness():
+    import torch
+
+    from facelm.results import displacements, interpolate, smoothness
+
+    za, zb = torch.zeros(64), torch.ones(64)
+    path = interpolate(za, zb, 14)
+    assert path.shape == (16, 64) and torch.equal(path[0], za) and torch.equal(path[-1], zb)
+    even = np.linspace(0, 1, 16)[:, None, None] * np.ones((16, 49, 2))
+    assert smoothness(even) == pytest.approx(1.0)
+    jumpy = even.copy()
+    jumpy[8:] += 0.5  # one big leap in the middle
+    assert smoothness(jumpy) > 5
+    assert displacements(even).shape == (15,)

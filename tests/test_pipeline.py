@@ -4,16 +4,14 @@ Runs in a copy of the project (the pipeline writes data/, reports/ and metrics/)
 configs/ci.yaml applied to params.yaml.
 """
 import json
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run
+
 CONTRACT = {  # SPEC "Metrics contract": key -> stage, for the stages this checkout has
     "began_M_final": "02_began", "began_steps": "02_began",
     "inversion_l1_train": "03_inversion", "inversion_l1_heldout": "03_inversion",
@@ -24,34 +22,6 @@ CONTRACT = {  # SPEC "Metrics contract": key -> stage, for the stages this check
 }
 
 pytestmark = pytest.mark.pipeline
-
-
-def run(cmd: list[str], cwd: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A git copy of the working tree (tracked and untracked-not-ignored files) with the CI profile."""
-    dest = tmp_path_factory.mktemp("pipeline") / "facelm"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    run(["git", "init", "-q"], dest)
-    run([sys.executable, "-m", "facelm", "profile", "configs/ci.yaml"], dest)
-    env = {"GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@local",
-           "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@local"}
-    os.environ.update(env)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "ci copy"], dest)
-    run(["dvc", "repro"], dest)
-    return dest
 
 
 def test_repro_writes_reports_and_contract_metrics(project):

@@ -1,0 +1,49 @@
+"""Feed-forward of the proposed method (paper Fig. 7): one z gives a face and its landmarks."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .tensors import pick_device, sample_z, to_uint8
+
+
+@torch.no_grad()
+def faces_and_landmarks(G, lgen, z: torch.Tensor, batch_size: int = 256,
+                        device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """G(z) as uint8 NHWC images and L-Gen(z) as float32 ``[N, P, 2]`` landmarks."""
+    device = pick_device(device)
+    G, lgen = G.to(device).eval(), lgen.to(device).eval()
+    images, points = [], []
+    for chunk in torch.split(z, batch_size):
+        chunk = chunk.to(device)
+        images.append(to_uint8(G(chunk)))
+        points.append(lgen(chunk).float().cpu().numpy())
+    return np.concatenate(images), np.concatenate(points).astype(np.float32)
+
+
+def random_faces(G, lgen, n: int, seed: int, z_dim: int = 64, device=None):
+    """Fig. 8: ``n`` uniform random z -> (z, faces, landmarks)."""
+    z = sample_z(n, z_dim, seed)
+    return (z, *faces_and_landmarks(G, lgen, z, device=device))
+
+
+def interpolate(z_a: torch.Tensor, z_b: torch.Tensor, n_between: int) -> torch.Tensor:
+    """``n_between`` evenly spaced points strictly between two latents, with both ends: ``[n+2, D]``."""
+    t = torch.linspace(0.0, 1.0, n_between + 2, dtype=z_a.dtype).unsqueeze(1)
+    return (1 - t) * z_a.reshape(1, -1) + t * z_b.reshape(1, -1)
+
+
+def displacements(landmarks: np.ndarray) -> np.ndarray:
+    """Mean landmark displacement between neighbouring points of a path ``[T, P, 2]`` -> ``[T-1]``."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    return np.linalg.norm(np.diff(landmarks, axis=0), axis=-1).mean(axis=-1)
+
+
+def smoothness(landmarks: np.ndarray) -> float:
+    """max / mean of the neighbour displacements along a path: 1 = perfectly even steps.
+
+    A jump (landmarks that stall and then leap) drives it up; a linear path in z that
+    L-Gen maps smoothly keeps it near 1.
+    """
+    d = displacements(landmarks)
+    return float(d.max() / max(d.mean(), 1e-12))

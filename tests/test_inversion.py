@@ -1,0 +1,185 @@
+"""Tests of facelm.inversion.invert with tiny generators (CPU, a few seconds)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from facelm.inversion import InversionResult, invert, start_z
+from facelm.tensors import to_tensor, to_uint8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: on a busy 2-core machine, intra-op threads make them 20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class RowwiseG(nn.Module):
+    """Tiny generator z [n, 64] -> [n, 3, 8, 8] built from broadcast-multiply-sum.
+
+    Its arithmetic for one row is bit-identical whatever the batch size (BLAS matmul and
+    conv kernels are not: their rows differ by ~1e-7 between batch sizes), so batched and
+    one-by-one inversions can be compared with a tight tolerance.
+    """
+
+    def __init__(self, hidden: int = 32, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w1 = nn.Parameter(torch.randn(64, hidden, generator=g) / 8)
+        self.w2 = nn.Parameter(torch.randn(hidden, 48, generator=g) / math.sqrt(hidden))
+        self.b2 = nn.Parameter(torch.randn(48, generator=g) / 4)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh((z[:, :, None] * self.w1).sum(1))
+        x = torch.tanh((h[:, :, None] * self.w2).sum(1) + self.b2).view(-1, 3, 4, 4)
+        return x.repeat_interleave(2, 2).repeat_interleave(2, 3)
+
+
+class LinearG(nn.Module):
+    """z -> tanh(A z + b) as an 8x8 RGB image: z is identifiable from G(z)."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.fc = nn.Linear(64, 3 * 8 * 8)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(192, 64, generator=g) / 8)
+            self.fc.bias.copy_(torch.randn(192, generator=g) / 4)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(z)).view(-1, 3, 8, 8)
+
+
+def _faces(G: nn.Module, n: int, seed: int = 1, scale: float = 0.9
+           ) -> tuple[np.ndarray, torch.Tensor]:
+    z = (torch.rand(n, 64, generator=torch.Generator().manual_seed(seed)) * 2 - 1) * scale
+    with torch.no_grad():
+        return to_uint8(G(z)), z
+
+
+def _mixed_images() -> np.ndarray:
+    """Reachable faces of RowwiseG plus two noise images no z reproduces."""
+    imgs, _ = _faces(RowwiseG(), 8)
+    noise = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    imgs[[2, 5]] = noise
+    return imgs
+
+
+def _losses(G: nn.Module, images: np.ndarray, z: np.ndarray, kind: str
+            ) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        x_hat = G(torch.from_numpy(z))
+    x = to_tensor(images, "cpu")
+    d = x_hat - x
+    loss = (d.abs() if kind == "l1" else d.square()).mean(dim=(1, 2, 3))
+    l1 = (x_hat.clamp(-1, 1) - x).abs().mean(dim=(1, 2, 3)) / 2
+    return loss.numpy(), l1.numpy()
+
+
+@pytest.mark.parametrize("kw", [
+    dict(restart_threshold=0.2),
+    dict(loss="mse", constraint="tanh", restart_threshold=0.1, tol=1e-5),
+])
+def test_batched_equals_one_by_one_with_restarts(kw):
+    G, imgs = RowwiseG(), _mixed_images()
+    batched = invert(G, imgs, steps=150, batch_size=8, progress=False, **kw)
+    alone = [invert(G, imgs[i:i + 1], first_index=i, steps=150, progress=False, **kw)
+             for i in range(len(imgs))]
+    # the noise images restart, the faces do not: both paths are exercised
+    assert batched.restarts[[2, 5]].min() >= 1 and (batched.restarts == 0).sum() >= 4
+    for field in ("z", "loss", "l1", "restarts", "steps_run"):
+        one = np.concatenate([getattr(r, field) for r in alone])
+        np.testing.assert_allclose(getattr(batched, field), one, rtol=0, atol=1e-6, err_msg=field)
+    # ragged batches (3, 3, 2) give the same as well
+    ragged = invert(G, imgs, steps=150, batch_size=3, progress=False, **kw)
+    np.testing.assert_allclose(ragged.z, batched.z, rtol=0, atol=1e-6)
+    assert not np.allclose(batched.z[0], batched.z[1])  # rows did not collapse to one z
+
+
+def test_recovers_a_known_z():
+    G = LinearG()
+    imgs, z_true = _faces(G, 6)
+    start = invert(G, imgs, steps=1, restart_threshold=None, progress=False)
+    res = invert(G, imgs, steps=300, progress=False)
+    assert start.l1.min() > 0.1
+    assert res.l1.max() < 0.005  # uint8 rounding alone leaves ~0.001
+    np.testing.assert_allclose(res.z, z_true.numpy(), atol=0.1)
+    assert isinstance(res, InversionResult) and res.z.dtype == np.float32 and res.z.shape == (6, 64)
+    assert res.loss.shape == res.l1.shape == res.restarts.shape == res.steps_run.shape == (6,)
+
+
+@pytest.mark.parametrize("loss", ["l1", "mse"])
+def test_returned_loss_is_that_of_the_returned_best_z(loss):
+    G, imgs = RowwiseG(), _mixed_images()
+    res = invert(G, imgs, steps=120, loss=loss, restart_threshold={"l1": 0.2, "mse": 0.1}[loss],
+                 max_restarts=2, progress=False)
+    assert res.restarts.max() >= 1
+    recomputed_loss, recomputed_l1 = _losses(G, imgs, res.z, loss)
+    np.testing.assert_allclose(res.loss, recomputed_loss, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(res.l1, recomputed_l1, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("constraint", ["clamp", "tanh"])
+def test_z_stays_in_the_cube(constraint):
+    G = LinearG()
+    imgs, _ = _faces(G, 4, scale=1.8)  # targets made from z outside [-1, 1]
+    res = invert(G, imgs, steps=100, constraint=constraint, progress=False)
+    assert np.abs(res.z).max() <= 1.0
+    if constraint == "clamp":
+        assert (np.abs(res.z) == 1.0).mean() > 0.1  # the optimum sits on the faces
+
+
+def test_early_stop_and_step_budget():
+    G = LinearG()
+    imgs, _ = _faces(G, 4)
+    full = invert(G, imgs, steps=60, restart_threshold=None, patience=None, progress=False)
+    assert np.all(full.steps_run == 60) and np.all(full.restarts == 0)
+    early = invert(G, imgs, steps=2000, restart_threshold=None, tol=1e-3, patience=5,
+                   progress=False)
+    assert np.all(early.steps_run < 2000)
+
+
+def test_streams_from_a_memmap_into_a_memmap(tmp_path):
+    G, imgs = RowwiseG(), _mixed_images()
+    src = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.uint8, imgs.shape)
+    src[:] = imgs
+    src.flush()
+    del src
+    images = np.load(tmp_path / "x.npy", mmap_mode="r")
+    out = np.lib.format.open_memmap(tmp_path / "z.npy", "w+", np.float32, (len(imgs), 64))
+    res = invert(G, images, steps=40, batch_size=3, out=out, progress=False)
+    ref = invert(G, imgs, steps=40, batch_size=8, progress=False)
+    assert res.z is out
+    np.testing.assert_allclose(np.load(tmp_path / "z.npy"), ref.z, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(res.loss, ref.loss, rtol=0, atol=1e-7)
+
+
+def test_start_z_depends_on_index_not_batch():
+    a = start_z(3, np.arange(10, 14), 0)
+    b = start_z(3, np.array([12]), 0)
+    np.testing.assert_array_equal(a[2], b[0])
+    assert not np.array_equal(start_z(3, np.array([12]), 1), b)
+    assert a.min() >= -1 and a.max() <= 1 and a.dtype == np.float32
+
+
+@pytest.mark.parametrize("images, kw, match", [
+    (np.zeros((2, 8, 8, 3), np.uint8), dict(steps=0), "steps"),
+    (np.zeros((2, 8, 8, 3), np.uint8), dict(steps=-5), "steps"),
+    (np.zeros((2, 8, 8, 3), np.float32), {}, "uint8"),
+    (np.zeros((2, 16, 16, 3), np.uint8), {}, "G\\(z\\)"),
+    (np.zeros((2, 3, 8, 8), np.uint8), {}, "images"),
+    (np.zeros((8, 8, 3), np.uint8), {}, "images"),
+    (np.zeros((2, 8, 8, 3), np.uint8), dict(loss="l2"), "loss"),
+    (np.zeros((2, 8, 8, 3), np.uint8), dict(constraint="sigmoid"), "constraint"),
+    (np.zeros((2, 8, 8, 3), np.uint8), dict(out=np.zeros((3, 64), np.float32)), "out"),
+])
+def test_bad_arguments_raise(images, kw, match):
+    with pytest.raises(ValueError, match=match):
+        invert(LinearG(), images, progress=False, **kw)
