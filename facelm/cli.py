@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profile", help="a YAML file holding the keys to override")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_profile)
+
+    from . import synth
+
+    synth.add_parser(sub)
     return parser
 
 

@@ -64,7 +64,7 @@ class CelebAParams:
     root: str = "data/celeba"
     layout: Literal["aligned", "wild"] = "aligned"
     landmarks: Literal["celeba5", "detector"] = "celeba5"
-    scale_factor: float = field(default=1.1, metadata=_check("> 1", lambda v: v > 1))
+    scale_factor: float = field(default=1.05, metadata=_check("> 1", lambda v: v > 1))
     min_neighbors: int = non_negative(5)
     min_size: int = non_negative(30)
     margin: float = field(default=0.0, metadata=_check("in [0, 1]", lambda v: 0 <= v <= 1))

@@ -61,6 +61,16 @@ def to_49(points: np.ndarray) -> np.ndarray:
     return points[..., IDX_68_TO_49, :]
 
 
+# CelebA's 5 points from the 49: eye centres (image-left eye first), nose tip, mouth corners.
+FIVE_FROM_49 = {"lefteye": list(range(19, 25)), "righteye": list(range(25, 31)), "nose": [13],
+                "leftmouth": [31], "rightmouth": [37]}
+
+
+def to_5(landmarks49: np.ndarray) -> np.ndarray:
+    """CelebA's 5 points ``[..., 5, 2]`` from 49-point landmarks ``[..., 49, 2]`` (any units)."""
+    return np.stack([landmarks49[..., idx, :].mean(axis=-2) for idx in FIVE_FROM_49.values()], axis=-2)
+
+
 def flip_landmarks(landmarks: np.ndarray) -> np.ndarray:
     """Landmarks ``[..., P, 2]`` (unit coordinates) of the left-right mirrored image.
 
@@ -86,7 +96,8 @@ def write_pts(path: str | Path, points_px: np.ndarray) -> None:
     """Write pixel landmarks ``[P, 2]`` (0-based continuous coordinates) as a 300-W .pts file."""
     pts = np.asarray(points_px, dtype=np.float64) + 0.5
     lines = ["version: 1", f"n_points:  {len(pts)}", "{"]
-    lines += [f"{x:.3f} {y:.3f}" for x, y in pts]
+    body = np.char.mod("%.3f", pts)  # one vectorised formatting call, not one per point
+    lines += [" ".join(row) for row in body]
     lines.append("}")
     Path(path).write_text("\n".join(lines) + "\n")
 

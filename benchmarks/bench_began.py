@@ -1,0 +1,128 @@
+"""BEGAN training throughput: facelm's trainer against a plain reference step, same run.
+
+    python benchmarks/bench_began.py --threads 1   # CPU: default (32 px, w16), paper (128 px, w64)
+    python benchmarks/bench_began.py --device cuda # GPU: 128 px, w64; fp32 / bf16+CL / +compile
+
+The reference is the straightforward loop one would write first: fp32, eager, NCHW,
+separate forward passes D(x), D(G(z).detach()) and D(G(z)), two backward passes (the
+second also computes D gradients it throws away), k_t read back to the host every step.
+facelm is `train_began` itself (batch sampling and stats included) timed from its "step"
+callbacks after a warm-up. Numbers are training images per second (batch 16, one process).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from facelm.began import Discriminator, Generator  # noqa: E402
+from facelm.began_train import train_began  # noqa: E402
+from facelm.tensors import to_tensor  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reference_images_per_s(images, size, width, batch, device, warmup, steps) -> float:
+    """Plain fp32 eager BEGAN step (see module docstring), images/s after ``warmup`` steps."""
+    G = Generator(size, width, 64).to(device)
+    D = Discriminator(size, width, 64).to(device)
+    opt_G = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.5, 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), lr=1e-4, betas=(0.5, 0.999))
+    rng, k, gamma, lambda_k = np.random.default_rng(0), 0.0, 0.5, 0.001
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        x = to_tensor(images[rng.integers(0, len(images), batch)], device)
+        z = torch.rand(batch, 64, device=device) * 2 - 1
+        fake = G(z)
+        L_real = (x - D(x)).abs().mean()
+        L_fake_d = (fake.detach() - D(fake.detach())).abs().mean()
+        opt_D.zero_grad()
+        (L_real - k * L_fake_d).backward()
+        opt_D.step()
+        L_G = (fake - D(fake)).abs().mean()
+        opt_G.zero_grad()
+        L_G.backward()
+        opt_G.step()
+        k = float(np.clip(k + lambda_k * (gamma * L_real.item() - L_G.item()), 0, 1))
+    _sync(device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def facelm_images_per_s(images, size, width, batch, device, warmup, steps, **opts) -> float:
+    """`train_began` images/s between its "step" callbacks at warmup and warmup + steps."""
+    stamps: dict[int, float] = {}
+    sync = warmup if device.type == "cuda" else 1  # flush points land on both ends
+    assert device.type != "cuda" or steps % sync == 0
+
+    def cb(event, state):
+        if event == "step":
+            stamps[state["step"]] = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as d:
+        train_began(images, out_dir=d, size=size, width=width, steps=warmup + steps,
+                    batch_size=batch, best_window=warmup + steps, checkpoint_every=0,
+                    sample_every=0, device=device, sync_every=sync, progress=False,
+                    callbacks=[cb], **opts)
+    return steps * batch / (stamps[warmup + steps] - stamps[warmup])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--steps", type=int, default=0, help="timed steps (0: per-config default)")
+    p.add_argument("--configs", default="default,paper", help="CPU: any of default,paper")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    print(f"torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+             f", {torch.get_num_threads()} threads"))
+    print("| config | variant | images/s | ratio vs reference |")
+    print("|---|---|---:|---:|")
+
+    def row(config, name, ips, ref):
+        print(f"| {config} | {name} | {ips:.3g} | {ips / ref:.2f}x |", flush=True)
+
+    rng = np.random.default_rng(0)
+    if device.type == "cpu":
+        configs = {"default": (32, 16, 3, a.steps or 20), "paper": (128, 64, 1, a.steps or 2)}
+        for name in a.configs.split(","):
+            size, width, warmup, steps = configs[name]
+            label = f"{name} ({size} px, w{width}, b16)"
+            images = rng.integers(0, 256, (256, size, size, 3), dtype=np.uint8)
+            ref = reference_images_per_s(images, size, width, 16, device, warmup, steps)
+            row(label, "reference fp32 eager, 2 backward", ref, ref)
+            for update in (("joint", "alternate") if name == "default" else ("joint",)):
+                ips = facelm_images_per_s(images, size, width, 16, device, warmup, steps,
+                                          update=update)
+                row(label, f"facelm {update}", ips, ref)
+    else:
+        size, width, warmup, steps = 128, 64, 50, a.steps or 300
+        label = f"paper ({size} px, w{width}, b16)"
+        images = rng.integers(0, 256, (2048, size, size, 3), dtype=np.uint8)
+        ref = reference_images_per_s(images, size, width, 16, device, warmup, steps)
+        row(label, "reference fp32 eager, 2 backward", ref, ref)
+        for name, opts in [("facelm fp32", dict(channels_last=False, bf16=False)),
+                           ("facelm bf16 + channels_last", dict(channels_last=True, bf16=True)),
+                           ("facelm bf16 + channels_last + compile",
+                            dict(channels_last=True, bf16=True, compile=True))]:
+            ips = facelm_images_per_s(images, size, width, 16, device, warmup, steps, **opts)
+            row(label, name, ips, ref)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The real-data path end to end: a fake CelebA tree in the real formats through `dvc repro`."""
+import json
+
+import pytest
+import yaml
+
+from conftest import ROOT, make_project, run
+from facelm.fakeceleba import make_fake_celeba
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def celeba_project(tmp_path_factory):
+    ci = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())
+    tree = tmp_path_factory.mktemp("celeba") / "CelebA"
+    celeba = {"root": str(tree), "layout": "aligned", "landmarks": "celeba5", "scale_factor": 1.1,
+              "min_neighbors": 5, "min_size": 20, "n_workers": 2, "shard_size": 16}
+    fake = make_fake_celeba(tree, n=60, layout="aligned", seed=0, corrupt=1, no_face=1,
+                            detect=dict(scale_factor=1.1, min_neighbors=5, min_size=20))
+    overlay = {"dataset": "celeba", "celeba": celeba,
+               "augmentation": {"ks": [10, 20], "k_default": 10, "n_synth": 20}}
+    assert ci["inversion"]["n_mirror"] <= 10
+    dest = make_project(tmp_path_factory.mktemp("pipeline_celeba") / "facelm", [overlay])
+    run(["dvc", "repro"], dest)
+    return dest, fake
+
+
+def test_fake_celeba_goes_through_the_pipeline(celeba_project):
+    project, fake = celeba_project
+    meta = json.loads((project / "data" / "faces" / "meta.json").read_text())
+    assert meta["dataset"] == "celeba" and meta["n_points"] == 5
+    # the corrupt JPEG and the background-only image are skipped, counted and listed
+    assert meta["skipped_by_reason"].get("corrupt") == 1 and meta["skipped_by_reason"].get("no_face") == 1
+    listed = {entry["file"] for entry in meta["skipped_files"]}
+    assert set(fake.corrupt_files) | set(fake.no_face_files) <= listed
+    assert meta["n_train"] + meta["n_heldout"] + meta["n_skipped"] <= 60
+    report = (project / "reports" / "01_preprocess.html").read_text()
+    assert "no_face" in report and "corrupt" in report
+    lgen = json.loads((project / "metrics" / "04_lgen.json").read_text())
+    assert lgen["lgen_params"] == 64 * 128 + 128 + 2 * (128 * 128 + 128) + 128 * 10 + 10  # Table I, 10 outputs
+    for name in ("02_began", "05_results", "06_evaluation", "07_augmentation"):
+        assert (project / "reports" / f"{name}.html").is_file()
