@@ -56,9 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_profile)
 
-    from . import synth
+    from . import report, synth, vega_template
 
     synth.add_parser(sub)
+    report.add_parser(sub)
+    vega_template.add_parser(sub)
     return parser
 
 

@@ -13,15 +13,26 @@ from .config import load_params
 from .paths import project_root
 
 
+TEMPLATES = Path(__file__).parent / "templates"
+
+
 def export_html(notebook: Path, html: Path) -> None:
-    """Convert an executed notebook to a self-contained HTML page (figures embedded as base64)."""
+    """Convert an executed notebook to a self-contained HTML page (figures embedded as base64).
+
+    The page loads nothing from the network, and stderr (progress bars, warnings) is left
+    out of it; the executed notebook beside it keeps everything.
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab")
+    exporter = HTMLExporter(template_name="facelm_report", extra_template_basedirs=[str(TEMPLATES)])
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+    body, _ = exporter.from_notebook_node(nb)
     tmp = html.with_name(html.name + ".tmp")
     tmp.write_text(body, encoding="utf-8")
     tmp.replace(html)
