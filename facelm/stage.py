@@ -48,8 +48,15 @@ def run_stage(name: str, params_file: str = "params.yaml", root: Path | None = N
     """
     import papermill
 
+    import os
+
     root = root or project_root()
-    load_params(root / params_file)  # raises ParamsError with a one-line message
+    params = load_params(root / params_file)  # raises ParamsError with a one-line message
+    if params.threads:
+        # the kernel inherits these; torch and OpenCV size their thread pools from them,
+        # and oversubscribed cores make small convolutions many times slower
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(params.threads)
     source = root / "notebooks" / f"{name}.ipynb"
     if not source.is_file():
         known = sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))

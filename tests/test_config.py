@@ -80,7 +80,7 @@ def test_profile_command_merges_and_validates(tmp_path):
     (tmp_path / "small.yaml").write_text("began:\n  steps: 20\n  best_window: 10\n")
     subprocess.run([sys.executable, "-m", "facelm", "profile", "small.yaml"], cwd=tmp_path, check=True)
     merged = load_params(tmp_path / "params.yaml")
-    assert merged.began.steps == 20 and merged.began.lr == 1e-4
+    assert merged.began.steps == 20 and merged.began.lr == load_params(ROOT / "params.yaml").began.lr
     (tmp_path / "bad.yaml").write_text("began:\n  steps: -1\n")
     before = (tmp_path / "params.yaml").read_text()
     proc = subprocess.run([sys.executable, "-m", "facelm", "profile", "bad.yaml"], cwd=tmp_path,

@@ -46,6 +46,15 @@ def blob_faces(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.nd
     return _render(pts, size, seed=seed + 1), pts
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convs: one thread is about as fast as two and immune to a busy shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data():
     tr = blob_faces(1024, seed=0)
@@ -193,6 +202,7 @@ def test_flip_test_averages_with_the_mirror_image(data):
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_shapes_at_each_size(size):
     m = LandmarkDetector(size=size, n_points=5, width=4)
+    assert (m.size, m.n_points) == (size, 5)
     out = predict_landmarks(m, np.zeros((3, size, size, 3), np.uint8), batch_size=2)
     assert out.shape == (3, 5, 2) and out.dtype == np.float32
 
