@@ -20,6 +20,17 @@ def run(cmd: list[str], cwd: Path, timeout: int = 1200) -> subprocess.CompletedP
     return proc
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: on a busy 2-core machine, intra-op threads make them many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_project(dest: Path, overlays: list[dict]) -> Path:
     """A git copy of the working tree (tracked and untracked-not-ignored files), with
     configs/ci.yaml and then each overlay merged into params.yaml."""

@@ -12,13 +12,7 @@ from facelm.inversion import InversionResult, invert, start_z
 from facelm.tensors import to_tensor, to_uint8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: on a busy 2-core machine, intra-op threads make them 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class RowwiseG(nn.Module):

@@ -8,13 +8,7 @@ import torch
 from facelm.lgen import CKPT_NAME, LGen, load_lgen, n_params, save_lgen, train_lgen
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: on a busy 2-core machine, intra-op threads make them 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pairs(n: int, n_points: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
