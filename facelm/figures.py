@@ -128,7 +128,7 @@ def ced_plot(errors: dict[str, np.ndarray], max_error: float = 0.15, title: str 
     ax.set_ylabel("fraction of faces")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
     if title:
         ax.set_title(title)
     fig.tight_layout()
