@@ -1,7 +1,6 @@
 """Stage 01: make the face set (images + 49 landmarks, train / held-out) from the chosen data set."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,13 @@ def prepare_world(params: Params, out_dir: str | Path, chunk: int = 2000) -> dic
 
     w, size, seed = params.world, params.image_size, params.seed
     pose = dict(yaw_max=w.yaw_max, pitch_max=w.pitch_max, roll_max=w.roll_max)
-    start_time = time.time()
     for split, start, n in (("train", 0, w.n_train), ("heldout", w.n_train, w.n_heldout)):
         parts = [render_faces(min(chunk, n - s), size, seed, start + s, **pose) for s in range(0, n, chunk)]
         save_split(out_dir, split, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    seconds = time.time() - start_time
+    # no timings in the metadata: the folder must hash the same whenever the faces are the same,
+    # or DVC would re-run every later stage after an identical re-render
     summary = {"dataset": "world", "image_size": size, "n_points": 49, "seed": seed,
-               "n_train": w.n_train, "n_heldout": w.n_heldout, "n_skipped": 0,
-               "render_seconds": round(seconds, 2)}
+               "n_train": w.n_train, "n_heldout": w.n_heldout, "n_skipped": 0}
     save_meta(out_dir, summary)
     return summary
 
