@@ -36,17 +36,24 @@ def annotate_with_detector(images: np.ndarray, detector_path: Path, batch_size: 
     if not detector_path.is_file():
         raise FileNotFoundError(f"celeba.landmarks is 'detector' but {detector_path} is missing: run `dvc repro 00_detector`")
     model = load_detector(detector_path)
-    if model.size != images.shape[1] if hasattr(model, "size") else False:
+    if model.size != images.shape[1]:
         raise ValueError(f"the detector works at {model.size} px but the crops are {images.shape[1]} px")
     return predict_landmarks(model, images, batch_size=batch_size)
 
 
-def prepare_celeba(params: Params, out_dir: str | Path) -> dict:
-    """Crop CelebA (``params.celeba``) into the face set at ``out_dir``; returns a summary dict."""
+def prepare_celeba(params: Params, out_dir: str | Path, detector_path: Path | None = None) -> dict:
+    """Crop CelebA (``params.celeba``) into the face set at ``out_dir``; returns a summary dict.
+
+    With ``celeba.landmarks: detector`` every crop is annotated with 49 points by the stage-00
+    detector (``detector_path``, default ``data/detector/detector.safetensors``).
+    """
     from .preprocess import preprocess_celeba
 
     c, out_dir = params.celeba, Path(out_dir)
     root = Path(c.root) if Path(c.root).is_absolute() else project_root() / c.root
+    detector_path = detector_path or project_root() / "data" / "detector" / "detector.safetensors"
+    if c.landmarks == "detector" and not detector_path.is_file():  # before hours of cropping
+        raise FileNotFoundError(f"celeba.landmarks is 'detector' but {detector_path} is missing: run `dvc repro 00_detector`")
     crops = preprocess_celeba(
         root, out_dir / "celeba_work", layout=c.layout, size=params.image_size,
         scale_factor=c.scale_factor, min_neighbors=c.min_neighbors, min_size=c.min_size,
@@ -54,7 +61,7 @@ def prepare_celeba(params: Params, out_dir: str | Path) -> dict:
     )
     landmarks = crops.landmarks
     if c.landmarks == "detector":
-        landmarks = annotate_with_detector(crops.images, project_root() / "data" / "detector" / "detector.safetensors")
+        landmarks = annotate_with_detector(crops.images, detector_path)
     heldout = crops.partition == HELDOUT_PARTITION[c.heldout]
     train = crops.partition == 0
     for split, rows in (("train", np.flatnonzero(train)), ("heldout", np.flatnonzero(heldout))):
