@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 from facelm.began import Generator, load_generator, save_model

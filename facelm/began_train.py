@@ -257,7 +257,7 @@ def _setup_distributed(device) -> tuple[int, int, torch.device, bool]:
     dev = pick_device(device)
     if world <= 1:
         return 0, 1, dev, False
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))  # the rank comes from the process group
     if dev.type == "cuda":
         dev = torch.device("cuda", local)  # one GPU per process
         torch.cuda.set_device(dev)

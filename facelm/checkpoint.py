@@ -46,11 +46,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+META_KEY = "facelm"
+
+
 def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor],
                  metadata: Mapping[str, Any]) -> Path:
-    """Write ``state_dict`` as safetensors; ``metadata`` values are stored as JSON strings."""
+    """Write ``state_dict`` as safetensors, ``metadata`` as one sorted JSON entry.
+
+    safetensors keeps metadata in a hash map whose order changes between processes, so one
+    entry (not one per key) makes equal weights give equal bytes, and DVC's cache hold.
+    """
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    meta = {str(k): json.dumps(v) for k, v in metadata.items()}
+    meta = {META_KEY: json.dumps({str(k): v for k, v in metadata.items()}, sort_keys=True)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -61,7 +68,9 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu"
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     with safe_open(str(path), framework="pt", device=str(device)) as f:
-        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        raw = f.metadata() or {}
+        # files written before META_KEY held one JSON string per key
+        meta = json.loads(raw[META_KEY]) if META_KEY in raw else {k: json.loads(v) for k, v in raw.items()}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     return tensors, meta
 

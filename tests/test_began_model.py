@@ -127,3 +127,16 @@ def test_save_unwraps_wrappers_and_channels_last_weights(tmp_path):
     G2 = load_generator(tmp_path / "g.safetensors")
     assert all(torch.equal(p, q) for p, q in zip(G.parameters(), G2.parameters()))
     assert np.all([k.startswith(("fc.", "body.")) for k in G2.state_dict()])
+
+
+def test_equal_weights_give_equal_files_across_processes(tmp_path):
+    """safetensors metadata order varies between processes; ours must not (DVC hashes files)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from facelm.began import Generator, save_model; "
+            "save_model(sys.argv[1], Generator(size=32, width=4, seed=0), {'step': 7, 'role': 'best', 'M': 0.5})")
+    for name in ("a", "b", "c"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{name}.safetensors")], check=True)
+    data = {(tmp_path / f"{n}.safetensors").read_bytes() for n in "abc"}
+    assert len(data) == 1

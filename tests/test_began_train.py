@@ -98,7 +98,6 @@ def test_short_run_learns_and_writes_files(images, tmp_path, update):
                  "discriminator.safetensors", "checkpoint/state.pt"):
         assert (tmp_path / name).is_file(), name
     # the history obeys the BEGAN recurrences
-    f = BEGANLoss()
     k_prev = np.concatenate([[0.0], r.k[:-1]])
     np.testing.assert_allclose(r.k, np.clip(k_prev + 0.001 * (0.5 * r.L_real - r.L_fake), 0, 1),
                                atol=1e-6)

@@ -4,7 +4,6 @@ Runs in a copy of the project (the pipeline writes data/, reports/ and metrics/)
 configs/ci.yaml applied to params.yaml.
 """
 import json
-import subprocess
 import sys
 
 import pytest

@@ -16,7 +16,7 @@ from facelm import landmarks as lmk
 from facelm.began import Generator, save_model
 from facelm.lgen import LGen, save_lgen
 from facelm.results import faces_and_landmarks
-from facelm.synth import FORMATS, Z_BLOCK, add_parser, latents, run_cli, synth
+from facelm.synth import FORMATS, Z_BLOCK, add_parser, latents, synth
 
 ROOT = Path(__file__).resolve().parents[1]
 N, SHARD, BATCH = 7, 3, 2  # shards [0,3) [3,6) [6,7); batches of 2 inside each shard
