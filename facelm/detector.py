@@ -32,14 +32,12 @@ from torch import nn
 from tqdm import tqdm
 
 from facelm.checkpoint import config_hash, load_state, load_weights, save_state, save_weights
-from facelm.landmarks import FLIP_PERM_49, FLIP_PERM_68, nme, to_49
+from facelm.landmarks import FLIP_PERMS, nme, to_49
 from facelm.tensors import pick_device
 
 FORMAT = "facelm.detector"
 VERSION = 1
 _SIZES = (32, 64, 128)
-# CelebA's 5 points: left eye, right eye, nose, left mouth corner, right mouth corner.
-_FLIP_PERMS = {49: FLIP_PERM_49, 68: FLIP_PERM_68, 5: np.array([1, 0, 2, 4, 3])}
 
 
 # ---------------------------------------------------------------------------------- model
@@ -288,7 +286,7 @@ def train_detector(
     if len(images) == 0:
         raise ValueError("images is empty")
     aug = AugmentConfig() if augment is True else augment if augment else None
-    flip_perm = _FLIP_PERMS.get(lm.shape[1])
+    flip_perm = FLIP_PERMS.get(lm.shape[1])
     can_flip = flip_perm is not None
 
     dev = pick_device(device)
@@ -411,7 +409,7 @@ def predict_landmarks(model: LandmarkDetector, images: np.ndarray, *, batch_size
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = next(model.parameters()).device if device is None else pick_device(device)
     model.to(dev).eval()
-    perm = _FLIP_PERMS.get(model.config.n_points) if flip_test else None
+    perm = FLIP_PERMS.get(model.config.n_points) if flip_test else None
     out = np.empty((len(images), model.config.n_points, 2), np.float32)
     for i in range(0, len(images), batch_size):
         u8 = torch.from_numpy(np.array(images[i:i + batch_size])).to(dev)  # copy: memmaps are read-only
