@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from facelm.began import Discriminator, Generator  # noqa: E402
-from facelm.began_train import train_began  # noqa: E402
+from facelm.models.began import Discriminator, Generator  # noqa: E402
+from facelm.training.began import train_began  # noqa: E402
 from facelm.tensors import to_tensor  # noqa: E402
 
 

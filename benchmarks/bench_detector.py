@@ -1,4 +1,4 @@
-"""Training and inference throughput of facelm.detector against a plain baseline, same run.
+"""Training and inference throughput of facelm.models.detector against a plain baseline, same run.
 
 Baseline: the same network fed by a torch DataLoader over a Dataset that augments one face
 at a time in numpy/OpenCV (mirror + cv2.warpAffine + jitter, then default collation), the way
@@ -8,7 +8,7 @@ whole batch augmented at once with affine_grid/grid_sample.
     python benchmarks/bench_detector.py [--steps 150] [--threads 2] [--repeats 3]
 
 With --accuracy it also trains the default detector on rendered face-world faces
-(facelm.world) for several training budgets and training-set sizes and prints the NME on
+(facelm.data.world) for several training budgets and training-set sizes and prints the NME on
 held-out faces with the training time:
 
     python benchmarks/bench_detector.py --accuracy [--size 32] [--heldout 500]
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from facelm.detector import AugmentConfig, LandmarkDetector, predict_landmarks, train_detector
+from facelm.models.detector import AugmentConfig, LandmarkDetector, predict_landmarks, train_detector
 from facelm.landmarks import flip_landmarks
 
 
@@ -96,7 +96,7 @@ def baseline_predict(model, images, batch_size=256):
 def accuracy(size: int, heldout: int, seeds: int):
     """NME on held-out world faces vs training steps (K = 2000) and vs K (default steps)."""
     from facelm.landmarks import nme
-    from facelm.world import render_faces
+    from facelm.data.world import render_faces
 
     x, y = render_faces(2000, size, seed=0)
     xt, yt = render_faces(heldout, size, seed=0, start=1_000_000)  # faces never trained on

@@ -1,4 +1,4 @@
-"""Throughput of facelm.inversion.invert and facelm.lgen.train_lgen against plain baselines.
+"""Throughput of facelm.inversion.invert and facelm.models.lgen.train_lgen against plain baselines.
 
     python benchmarks/bench_inversion_lgen.py [--device cpu|cuda] [--threads 1]
 
@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from facelm.inversion import invert
-from facelm.lgen import LGen, train_lgen
+from facelm.models.lgen import LGen, train_lgen
 from facelm.tensors import pick_device, to_uint8
 
 try:
-    from facelm.began import Generator
+    from facelm.models.began import Generator
 except ImportError:  # the same architecture, for when began.py is absent
     class Generator(torch.nn.Module):
         def __init__(self, size: int = 32, width: int = 16, z_dim: int = 64, seed: int = 0):

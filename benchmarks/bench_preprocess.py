@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from facelm.fakeceleba import make_fake_celeba
-from facelm.preprocess import preprocess_celeba
+from facelm.data.fakeceleba import make_fake_celeba
+from facelm.data.crops import preprocess_celeba
 
 
 def main() -> None:

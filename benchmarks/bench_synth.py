@@ -27,10 +27,10 @@ from pathlib import Path
 import cv2
 import torch
 
-from facelm.began import Generator, load_generator, save_model
+from facelm.models.began import Generator, load_generator, save_model
 from facelm.landmarks import to_pixels, write_pts
-from facelm.lgen import LGen, load_lgen, save_lgen
-from facelm.synth import latents, synth
+from facelm.models.lgen import LGen, load_lgen, save_lgen
+from facelm.apps.synth import latents, synth
 from facelm.tensors import to_uint8
 
 

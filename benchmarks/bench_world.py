@@ -21,7 +21,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from facelm.world import _default_supersample, render_faces  # noqa: E402
+from facelm.data.world import _default_supersample, render_faces  # noqa: E402
 
 
 def rates(n: int, size: int, repeats: int, configs: list[int | None]) -> list[tuple[float, float, np.ndarray]]:

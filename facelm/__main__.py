@@ -1,3 +1,3 @@
-from .cli import main
+from facelm.cli import main
 
 raise SystemExit(main())

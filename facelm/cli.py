@@ -7,11 +7,11 @@ from pathlib import Path
 
 import yaml
 
-from .config import ParamsError, deep_merge, load_params, parse_params
+from facelm.config import ParamsError, deep_merge, load_params, parse_params
 
 
 def _stage(args) -> int:
-    from .stage import run_stage
+    from facelm.report.stage import run_stage
 
     run_stage(args.name, params_file=args.params)
     return 0
@@ -25,7 +25,7 @@ def _check(args) -> int:
 
 def _profile(args) -> int:
     """Merge a profile (a partial params file) into params.yaml, validating the result first."""
-    from .paths import project_root
+    from facelm.paths import project_root
 
     target = project_root() / args.params
     base = yaml.safe_load(target.read_text()) or {}
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_profile)
 
-    from . import report, synth, vega_template
+    from facelm.apps import synth
+    from facelm.report import index as report, plots as vega_template
 
     synth.add_parser(sub)
     report.add_parser(sub)

@@ -304,7 +304,7 @@ def parse_params(data: Any) -> Params:
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file; a relative path is taken from the project root."""
-    from .paths import project_root
+    from facelm.paths import project_root
 
     path = Path(path)
     if not path.is_absolute():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from facelm.began import (Discriminator, Generator, count_params, load_discriminator,
+from facelm.models.began import (Discriminator, Generator, count_params, load_discriminator,
                           load_generator, save_model)
 from facelm.checkpoint import load_weights
 from facelm.tensors import sample_z
@@ -134,7 +134,7 @@ def test_equal_weights_give_equal_files_across_processes(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from facelm.began import Generator, save_model; "
+    code = ("import sys; from facelm.models.began import Generator, save_model; "
             "save_model(sys.argv[1], Generator(size=32, width=4, seed=0), {'step': 7, 'role': 'best', 'M': 0.5})")
     for name in ("a", "b", "c"):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{name}.safetensors")], check=True)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from facelm.began import Discriminator, Generator, load_generator
-from facelm.began_train import BEGANLoss, _derive_seed, _match_layout, train_began
+from facelm.models.began import Discriminator, Generator, load_generator
+from facelm.training.began import BEGANLoss, _derive_seed, _match_layout, train_began
 from facelm.checkpoint import load_state, load_weights, state_digest
 
 torch.set_num_threads(1)  # determinism between the in-process runs and the subprocesses
@@ -150,7 +150,7 @@ def test_argument_validation(images, tmp_path, kwargs, match):
 
 
 def test_cli_rejects_a_missing_file(tmp_path):
-    from facelm.began_train import main
+    from facelm.training.began import main
     with pytest.raises(FileNotFoundError, match="--images"):
         main(["--images", str(tmp_path / "none.npy"), "--out", str(tmp_path), "--size", "32",
               "--steps", "2"])
@@ -194,7 +194,7 @@ def test_loaded_adam_moments_take_the_parameter_layout():
 _KILLED_RUN = """
 import sys, time, numpy as np, torch
 torch.set_num_threads(1)
-from facelm.began_train import train_began
+from facelm.training.began import train_began
 images = np.load(sys.argv[1])
 slow = lambda event, state: time.sleep(0.2) if event == "step" else None  # time to be killed
 train_began(images, out_dir=sys.argv[2], steps=int(sys.argv[3]), checkpoint_every=4,
@@ -245,7 +245,7 @@ def test_ddp_two_cpu_processes_keep_identical_replicas(images, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "facelm.began_train", "--images", str(tmp_path / "images.npy"), "--out", str(out),
+           "-m", "facelm.training.began", "--images", str(tmp_path / "images.npy"), "--out", str(out),
            "--size", "32", "--width", "4", "--z-dim", "8", "--batch-size", "4", "--steps", "3",
            "--best-window", "3", "--lr", "1e-3", "--device", "cpu", "--no-progress"]
     p = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -4,10 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
-from facelm.celeba import ATTR_NAMES, CelebA, open_celeba
-from facelm.fakeceleba import make_fake_celeba
+from facelm.data.celeba import ATTR_NAMES, CelebA, open_celeba
+from facelm.data.fakeceleba import make_fake_celeba
 from facelm.landmarks import to_5 as five_points
-from facelm.world import render_faces
+from facelm.data.world import render_faces
 
 
 @pytest.fixture(scope="module")

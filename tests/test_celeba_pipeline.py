@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, make_project, run
-from facelm.fakeceleba import make_fake_celeba
+from facelm.data.fakeceleba import make_fake_celeba
 
 pytestmark = pytest.mark.pipeline
 

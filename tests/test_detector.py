@@ -1,4 +1,4 @@
-"""Tests for facelm.detector on a synthetic task whose landmarks are visible in the image."""
+"""Tests for facelm.models.detector on a synthetic task whose landmarks are visible in the image."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from facelm.detector import (AugmentConfig, LandmarkDetector, apply_transform, load_detector,
+from facelm.models.detector import (AugmentConfig, LandmarkDetector, apply_transform, load_detector,
                              predict_landmarks, random_transform, save_detector, train_detector)
 from facelm.landmarks import FLIP_PERM_49, flip_faces, flip_landmarks, nme
 

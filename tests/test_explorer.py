@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from facelm.began import Generator, save_model
-from facelm.explorer import Explorer, component_sweep, explore, load_explorer
+from facelm.models.began import Generator, save_model
+from facelm.apps.explorer import Explorer, component_sweep, explore, load_explorer
 from facelm.landmarks import draw_landmarks, read_pts, to_pixels
-from facelm.lgen import LGen, save_lgen
+from facelm.models.lgen import LGen, save_lgen
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, SCALE, RADIUS = 32, 12, 4  # the explorer's defaults at 32 px: 384 // 32, dots 384 / 96

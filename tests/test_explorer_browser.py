@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from facelm.began import Generator, save_model
-from facelm.lgen import LGen, save_lgen
+from facelm.models.began import Generator, save_model
+from facelm.models.lgen import LGen, save_lgen
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = Path("/tmp/explorer.png")
@@ -91,7 +91,7 @@ class Page:
 
 def _project(folder: Path) -> Path:
     """A tiny project: untrained G, an L-Gen that returns world-face-shaped landmarks, latents."""
-    from facelm.world import render_faces
+    from facelm.data.world import render_faces
 
     faces, landmarks = render_faces(24, size=32, seed=0)
     L = LGen(seed=0)

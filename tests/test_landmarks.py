@@ -90,7 +90,7 @@ def test_draw_landmarks_marks_the_points():
 def test_interpolation_and_smoothness():
     import torch
 
-    from facelm.results import displacements, interpolate, smoothness
+    from facelm.evaluation.results import displacements, interpolate, smoothness
 
     za, zb = torch.zeros(64), torch.ones(64)
     path = interpolate(za, zb, 14)

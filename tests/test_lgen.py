@@ -1,11 +1,11 @@
-"""Tests of facelm.lgen: Table I architecture, training, checkpoint/resume, files."""
+"""Tests of facelm.models.lgen: Table I architecture, training, checkpoint/resume, files."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from facelm.lgen import CKPT_NAME, LGen, load_lgen, n_params, save_lgen, train_lgen
+from facelm.models.lgen import CKPT_NAME, LGen, load_lgen, n_params, save_lgen, train_lgen
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,8 +5,8 @@ import numpy as np
 import yaml
 
 from facelm.config import deep_merge, parse_params
-from facelm.faceset import load_meta, load_split
-from facelm.prepare import prepare_faces
+from facelm.data.faceset import load_meta, load_split
+from facelm.data.prepare import prepare_faces
 
 from conftest import ROOT
 

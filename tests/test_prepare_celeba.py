@@ -5,10 +5,10 @@ import yaml
 
 from conftest import ROOT
 from facelm.config import deep_merge, parse_params
-from facelm.detector import LandmarkDetector, save_detector
-from facelm.fakeceleba import make_fake_celeba
-from facelm.faceset import load_meta, load_split
-from facelm.prepare_celeba import prepare_celeba
+from facelm.models.detector import LandmarkDetector, save_detector
+from facelm.data.fakeceleba import make_fake_celeba
+from facelm.data.faceset import load_meta, load_split
+from facelm.data.prepare_celeba import prepare_celeba
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facelm.fakeceleba import make_fake_celeba
-from facelm.preprocess import (boxes_contain, choose_face, crop_square, load_preprocessed, preprocess_celeba,
+from facelm.data.fakeceleba import make_fake_celeba
+from facelm.data.crops import (boxes_contain, choose_face, crop_square, load_preprocessed, preprocess_celeba,
                                read_image_file, square_box, to_crop_units)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_bad_arguments_fail_before_work(tree, tmp_path):
 # ---------------------------------------------------------------------- kill and resume
 SCRIPT = """
 import sys, time
-from facelm.preprocess import preprocess_celeba
+from facelm.data.crops import preprocess_celeba
 
 def stall(event, state):
     if event == "shard" and not state["reused"]:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from facelm.landmarks import IDX_68_TO_49, to_pixels, write_pts
-from facelm.ptsdata import load_pts_folder
-from facelm.world import render_faces
+from facelm.data.pts import load_pts_folder
+from facelm.data.world import render_faces
 
 
 def _folder(tmp_path, n=4):

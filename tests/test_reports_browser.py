@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from facelm.report import build_index
-from facelm.vega_template import ensure_vega_template, show_plots
+from facelm.report.index import build_index
+from facelm.report.plots import ensure_vega_template, show_plots
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from facelm import landmarks as lmk
-from facelm.began import Generator, save_model
-from facelm.lgen import LGen, save_lgen
-from facelm.results import faces_and_landmarks
-from facelm.synth import FORMATS, Z_BLOCK, add_parser, latents, synth
+from facelm.models.began import Generator, save_model
+from facelm.models.lgen import LGen, save_lgen
+from facelm.evaluation.results import faces_and_landmarks
+from facelm.apps.synth import FORMATS, Z_BLOCK, add_parser, latents, synth
 
 ROOT = Path(__file__).resolve().parents[1]
 N, SHARD, BATCH = 7, 3, 2  # shards [0,3) [3,6) [6,7); batches of 2 inside each shard
@@ -40,7 +40,7 @@ def run(models, out, n=N, **kw):
 
 
 def reference(models, z):
-    """G(z) and L-Gen(z) through facelm.results, batched exactly as synth batches a shard."""
+    """G(z) and L-Gen(z) through facelm.evaluation.results, batched exactly as synth batches a shard."""
     parts = [faces_and_landmarks(models[2], models[3], torch.from_numpy(z[s:s + SHARD]),
                                  batch_size=BATCH, device="cpu") for s in range(0, len(z), SHARD)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -326,7 +326,7 @@ def test_help_lists_every_option(capsys):
 
 def test_module_entry_point_runs_as_a_command(models, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "facelm.synth", "--generator", str(models[0]),
+    proc = subprocess.run([sys.executable, "-m", "facelm.apps.synth", "--generator", str(models[0]),
                            "--lgen", str(models[1]), "--out", str(out), "-n", "3",
                            "--device", "cpu", "--format", "npz"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -334,13 +334,13 @@ def test_module_entry_point_runs_as_a_command(models, tmp_path):
     assert "3 faces" in proc.stdout and "face/s" in proc.stderr  # the tqdm bar's rate
     m = json.loads((out / "manifest.json").read_text())
     assert m["complete"] and "-n 3" in m["command"]
-    assert m["command"].startswith("python -m facelm.synth ")
+    assert m["command"].startswith("python -m facelm.apps.synth ")
     assert np.load(out / "images.npy").shape == (3, 32, 32, 3)
 
 
 def test_import_is_light_for_the_cli():
     """facelm.cli imports this module for every subcommand: torch/cv2 must load only on use."""
-    code = "import sys, facelm.synth; print('torch' in sys.modules, 'cv2' in sys.modules)"
+    code = "import sys, facelm.apps.synth; print('torch' in sys.modules, 'cv2' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.stdout.split() == ["False", "False"], proc.stderr

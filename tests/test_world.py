@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facelm.landmarks import FLIP_PERM_49, GROUPS_49, flip_faces
-from facelm.world import FaceParams, mirror_params, render_face, render_faces, sample_params
+from facelm.data.world import FaceParams, mirror_params, render_face, render_faces, sample_params
 
 PARTS = {
     "brow": GROUPS_49["right_brow"] + GROUPS_49["left_brow"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .tensors import pick_device, sample_z, to_uint8
+from facelm.tensors import pick_device, sample_z, to_uint8
 
 
 @torch.no_grad()

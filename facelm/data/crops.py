@@ -40,7 +40,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .celeba import CelebA
+from facelm.data.celeba import CelebA
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 CELEBA_PIXEL_OFFSET = 0.5  # CelebA integer positions name pixels; their centres are at i + 0.5

@@ -27,7 +27,7 @@ class LiveImages:
     def __call__(self, event: str, state: dict) -> None:
         if event != "sample":
             return
-        from .figures import annotate, tile
+        from facelm.report.figures import annotate, tile
 
         images = state["images"]
         grid = tile(annotate(images, None, scale=max(1, 64 // images.shape[1])), self.ncols)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Params
-from .faceset import save_meta, save_split
+from facelm.config import Params
+from facelm.data.faceset import save_meta, save_split
 
 
 def prepare_world(params: Params, out_dir: str | Path, chunk: int = 2000) -> dict:
@@ -15,7 +15,7 @@ def prepare_world(params: Params, out_dir: str | Path, chunk: int = 2000) -> dic
     Face ``i`` depends only on (seed, i); held-out faces are indices after the training
     ones, so the two splits never share a face and growing one split leaves the other as is.
     """
-    from .world import render_faces
+    from facelm.data.world import render_faces
 
     w, size, seed = params.world, params.image_size, params.seed
     pose = dict(yaw_max=w.yaw_max, pitch_max=w.pitch_max, roll_max=w.roll_max)
@@ -38,7 +38,7 @@ def prepare_faces(params: Params, out_dir: str | Path) -> dict:
         # the folder persists between runs (CelebA shards resume); drop what a CelebA run left
         shutil.rmtree(Path(out_dir) / "celeba_work", ignore_errors=True)
         return prepare_world(params, out_dir)
-    from .prepare_celeba import prepare_celeba
+    from facelm.data.prepare_celeba import prepare_celeba
 
     return prepare_celeba(params, out_dir)
 
@@ -52,15 +52,15 @@ def detector_faces(params: Params) -> dict:
     """Ground-truth annotated faces for the detector: ``{train: (x, y), val: (x, y), source: str}``."""
     d, size = params.detector, params.image_size
     if d.data == "world":
-        from .world import render_faces
+        from facelm.data.world import render_faces
 
         w = params.world
         pose = dict(yaw_max=w.yaw_max, pitch_max=w.pitch_max, roll_max=w.roll_max)
         train = render_faces(d.n_train, size, params.seed, DETECTOR_WORLD_START, **pose)
         val = render_faces(d.n_val, size, params.seed, DETECTOR_WORLD_START + d.n_train, **pose)
         return {"train": train, "val": val, "source": f"rendered world, faces {DETECTOR_WORLD_START}+"}
-    from .paths import project_root
-    from .ptsdata import load_pts_folder
+    from facelm.paths import project_root
+    from facelm.data.pts import load_pts_folder
 
     root = Path(d.pts_root) if Path(d.pts_root).is_absolute() else project_root() / d.pts_root
     images, points, report = load_pts_folder(root, size)

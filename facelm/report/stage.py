@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .config import load_params
-from .paths import project_root
+from facelm.config import load_params
+from facelm.paths import project_root
 
 
 TEMPLATES = Path(__file__).parent / "templates"

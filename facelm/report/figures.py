@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .landmarks import draw_landmarks
+from facelm.landmarks import draw_landmarks
 
 
 def tile(images: np.ndarray, ncols: int, pad: int = 1, value: int = 255) -> np.ndarray:
@@ -118,7 +118,7 @@ def histograms(samples: dict[str, np.ndarray], xlabel: str, bins: int = 40, titl
 
 def ced_plot(errors: dict[str, np.ndarray], max_error: float = 0.15, title: str | None = None):
     """Cumulative error distributions (fraction of faces with NME <= x)."""
-    from .landmarks import auc, ced
+    from facelm.landmarks import auc, ced
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, values in errors.items():

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Params
-from .faceset import save_meta
-from .paths import project_root
+from facelm.config import Params
+from facelm.data.faceset import save_meta
+from facelm.paths import project_root
 
 HELDOUT_PARTITION = {"valid": 1, "test": 2}
 
@@ -31,7 +31,7 @@ def _write_rows(path: Path, source: np.ndarray, rows: np.ndarray, chunk: int = 4
 
 def annotate_with_detector(images: np.ndarray, detector_path: Path, batch_size: int = 512) -> np.ndarray:
     """49 landmarks for every crop from the stage-00 detector (the paper's 300-W detector's role)."""
-    from .detector import load_detector, predict_landmarks
+    from facelm.models.detector import load_detector, predict_landmarks
 
     if not detector_path.is_file():
         raise FileNotFoundError(f"celeba.landmarks is 'detector' but {detector_path} is missing: run `dvc repro 00_detector`")
@@ -47,7 +47,7 @@ def prepare_celeba(params: Params, out_dir: str | Path, detector_path: Path | No
     With ``celeba.landmarks: detector`` every crop is annotated with 49 points by the stage-00
     detector (``detector_path``, default ``data/detector/detector.safetensors``).
     """
-    from .preprocess import preprocess_celeba
+    from facelm.data.crops import preprocess_celeba
 
     c, out_dir = params.celeba, Path(out_dir)
     root = Path(c.root) if Path(c.root).is_absolute() else project_root() / c.root

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 import cv2
 import numpy as np
 
-from .landmarks import FLIP_PERM_68, IDX_68_TO_49
+from facelm.landmarks import FLIP_PERM_68, IDX_68_TO_49
 
 __all__ = ["FaceParams", "SHAPE_NAMES", "mirror_params", "render_face", "render_faces", "sample_params"]
 

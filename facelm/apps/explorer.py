@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .landmarks import draw_landmarks, to_pixels, write_pts
-from .results import faces_and_landmarks
-from .tensors import pick_device, sample_z
+from facelm.landmarks import draw_landmarks, to_pixels, write_pts
+from facelm.evaluation.results import faces_and_landmarks
+from facelm.tensors import pick_device, sample_z
 
 __all__ = ["Directions", "principal_directions", "random_directions", "latent_from",
            "annotate_face", "point_radius", "Explorer", "load_explorer", "explore", "component_sweep",
@@ -190,7 +190,7 @@ class Explorer:
                  scale: int | None = None, out_dir: str | Path | None = None):
         z_dim = getattr(G, "z_dim", None)
         if not isinstance(z_dim, int):
-            raise ValueError("G must be a facelm.began.Generator (with a z_dim attribute)")
+            raise ValueError("G must be a facelm.models.began.Generator (with a z_dim attribute)")
         if getattr(lgen, "z_dim", z_dim) != z_dim:
             raise ValueError(f"lgen takes z of {lgen.z_dim} dims but G takes {z_dim}")
         if n_components < 1:
@@ -320,7 +320,7 @@ class Explorer:
     def _default_out_dir(self) -> Path:
         if self.out_dir is not None:
             return self.out_dir
-        from .paths import project_root
+        from facelm.paths import project_root
 
         try:
             return project_root() / DEFAULT_PATHS["out_dir"]
@@ -523,9 +523,9 @@ def load_explorer(generator: Any = None, lgen: Any = None, latents: Any = None,
     ``.npy`` path, None for the default file when it exists, or False for none. ``kwargs`` go
     to :class:`Explorer` (``n_components``, ``seed``, ``scale``, ``out_dir``).
     """
-    from .began import load_generator
-    from .lgen import load_lgen
-    from .paths import project_root
+    from facelm.models.began import load_generator
+    from facelm.models.lgen import load_lgen
+    from facelm.paths import project_root
 
     cached: list[Path] = []
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .landmarks import read_pts, to_49
-from .preprocess import crop_square, read_image_file, to_crop_units
+from facelm.landmarks import read_pts, to_49
+from facelm.data.crops import crop_square, read_image_file, to_crop_units
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LAYOUT = "a folder (searched recursively) of images (.png/.jpg) each with a 300-W .pts file of the same name"

@@ -35,7 +35,7 @@ from facelm.checkpoint import config_hash, load_state, load_weights, save_state,
 from facelm.landmarks import FLIP_PERMS, nme, to_49
 from facelm.tensors import pick_device
 
-FORMAT = "facelm.detector"
+FORMAT = "facelm.models.detector"
 VERSION = 1
 _SIZES = (32, 64, 128)
 

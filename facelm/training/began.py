@@ -7,7 +7,7 @@ Single process::
 
 Several GPUs (or CPU processes, gloo) on one machine::
 
-    torchrun --standalone --nproc_per_node 4 -m facelm.began_train \
+    torchrun --standalone --nproc_per_node 4 -m facelm.training.began \
         --images faces.npy --out models/began --size 128 --width 64 --steps 200000
 """
 from __future__ import annotations
@@ -31,9 +31,9 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .began import SIZES, Discriminator, Generator, save_model
-from .checkpoint import config_hash, load_state, save_state, state_digest
-from .tensors import pick_device, sample_z, to_uint8
+from facelm.models.began import SIZES, Discriminator, Generator, save_model
+from facelm.checkpoint import config_hash, load_state, save_state, state_digest
+from facelm.tensors import pick_device, sample_z, to_uint8
 
 __all__ = ["BEGANLoss", "BEGANResult", "train_began", "main"]
 
@@ -635,8 +635,8 @@ def _flag(s: str) -> bool | str:
 
 
 def main(argv: Sequence[str] | None = None) -> BEGANResult:
-    """``python -m facelm.began_train`` (plain, or under ``torchrun`` for DDP)."""
-    p = argparse.ArgumentParser(prog="python -m facelm.began_train",
+    """``python -m facelm.training.began`` (plain, or under ``torchrun`` for DDP)."""
+    p = argparse.ArgumentParser(prog="python -m facelm.training.began",
                                 description="Train BEGAN on a uint8 [N, S, S, 3] .npy file.")
     p.add_argument("--images", required=True,
                    help=".npy of uint8 [N, size, size, 3] (memory-mapped)")

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import load_weights, save_weights
-from .tensors import pick_device
+from facelm.checkpoint import load_weights, save_weights
+from facelm.tensors import pick_device
 
 __all__ = ["SIZES", "Generator", "Discriminator", "save_model", "load_generator",
            "load_discriminator", "count_params"]

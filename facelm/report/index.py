@@ -6,7 +6,7 @@ the headline figures (``reports/figures/*.png``) are embedded as base64; the met
 nothing in it depends on the clock, so re-running on the same inputs writes the same bytes.
 
     python -m facelm index          # (the DVC stage `index`)
-    python -m facelm.report [ROOT]
+    python -m facelm.report.index [ROOT]
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
-from .paths import project_root
+from facelm.paths import project_root
 
 # Paper figures first, in the paper's order; other PNGs follow by name.
 FIGURES = {
@@ -321,13 +321,13 @@ def add_parser(subparsers) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m facelm.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m facelm.report.index", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", nargs="?", default=None, help="project root (default: from the cwd)")
     try:
         print(build_index(parser.parse_args(argv).root))
     except FileNotFoundError as err:
-        print(f"facelm.report: error: {err}", file=sys.stderr)
+        print(f"facelm.report.index: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from facelm.checkpoint import config_hash, load_state, load_weights, save_state, save_weights
 from facelm.tensors import pick_device
 
-FORMAT = "facelm.lgen/1"
+FORMAT = "facelm.models.lgen/1"
 CKPT_NAME = "lgen_ckpt.pt"
 
 

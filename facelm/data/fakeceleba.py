@@ -1,6 +1,6 @@
 """Small fake CelebA trees in the real formats, for tests and CI's pipeline check.
 
-Rendered faces (facelm.world, exact 49-point landmarks) are pasted, with feathered edges,
+Rendered faces (facelm.data.world, exact 49-point landmarks) are pasted, with feathered edges,
 into larger photo-like backgrounds (a colour gradient, blurred blobs and strokes, noise) at
 known positions and scales. The annotation files follow CelebA's formats, padding included
 (count line, header line, rows split by runs of spaces; the partition file has no header
@@ -29,9 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .celeba import (ATTR_FILE, ATTR_NAMES, BBOX_FILE, IMAGE_DIRS, LANDMARK_COLUMNS, LANDMARK_FILES,
+from facelm.data.celeba import (ATTR_FILE, ATTR_NAMES, BBOX_FILE, IMAGE_DIRS, LANDMARK_COLUMNS, LANDMARK_FILES,
                      LAYOUTS, PARTITION_FILE, SUBDIRS)
-from .landmarks import to_5
+from facelm.landmarks import to_5
 
 ALIGNED_SHAPE = (218, 178)  # (H, W) of img_align_celeba images
 FRONTAL_POSE = dict(yaw_max=5.0, pitch_max=5.0, roll_max=5.0)
@@ -114,7 +114,7 @@ def _encode(canvas: np.ndarray, quality: int) -> bytes:
 
 def _found(data: bytes, eyes: np.ndarray | None, cascade, detect: dict) -> bool:
     """Does the cascade find a face (holding both ``eyes``, when given) in the encoded image?"""
-    from .preprocess import boxes_contain, detect_faces
+    from facelm.data.crops import boxes_contain, detect_faces
 
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     boxes = detect_faces(image, cascade, **detect)
@@ -133,7 +133,7 @@ def make_fake_celeba(root: str | Path, n: int = 12, layout: str = "aligned", see
     little above the middle (as CelebA's alignment puts the eyes); ``wild``: images of
     random size in ``wild_size`` (both sides), the face at a random position. ``scale`` is
     drawn from ``scale_range`` (default: aligned (0.95, 1.05), wild (0.7, 1.2)). Faces are
-    ``facelm.world.render_faces(1, face_size, seed, j, **pose)`` for j = 0, 1, ... (``pose``
+    ``facelm.data.world.render_faces(1, face_size, seed, j, **pose)`` for j = 0, 1, ... (``pose``
     default: near frontal, as the frontal Haar cascade needs).
 
     ``detect`` (Haar settings for ``preprocess.detect_faces``): every face image must be
@@ -148,7 +148,7 @@ def make_fake_celeba(root: str | Path, n: int = 12, layout: str = "aligned", see
     if n < 1 or corrupt < 0 or no_face < 0 or corrupt + no_face > n:
         raise ValueError(f"need n >= 1 and 0 <= corrupt + no_face <= n (got n={n}, corrupt={corrupt}, "
                          f"no_face={no_face})")
-    from .world import render_faces
+    from facelm.data.world import render_faces
 
     rng = np.random.default_rng(seed)
     root = Path(root)
@@ -159,7 +159,7 @@ def make_fake_celeba(root: str | Path, n: int = 12, layout: str = "aligned", see
         d.mkdir(parents=True, exist_ok=True)
     cascade = None
     if detect is not None:
-        from .preprocess import load_cascade
+        from facelm.data.crops import load_cascade
 
         cascade = load_cascade()
     pose = pose if pose is not None else FRONTAL_POSE

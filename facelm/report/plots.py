@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .paths import project_root
+from facelm.paths import project_root
 
 VEGA_DIR = Path("tools") / "vega"
 TEMPLATE = VEGA_DIR / "offline_template.html"
@@ -211,7 +211,7 @@ def add_parser(subparsers) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m facelm.vega_template", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m facelm.report.plots", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .detector import predict_landmarks, train_detector
-from .landmarks import nme
+from facelm.models.detector import predict_landmarks, train_detector
+from facelm.landmarks import nme
 
 
 def study(real_images: np.ndarray, real_landmarks: np.ndarray,

@@ -6,7 +6,7 @@ Fig. 7. Faces are written in shards so that a long run can be interrupted and re
     facelm synth --out synth/ -n 100000 --seed 0            # inside the project: data/ models
     facelm synth --generator G.safetensors --lgen L.safetensors --out synth/ -n 5000
     facelm synth --out synth/ -n 1000000 --format npz --device cuda --batch-size 1024 --bf16
-    python -m facelm.synth ...                               # the same, without facelm.cli
+    python -m facelm.apps.synth ...                               # the same, without facelm.cli
     synth("G.safetensors", "L.safetensors", "synth/", 5000)  # Python; returns the manifest
 
 Latents. z for face ``i`` depends only on ``(seed, i)``: faces are grouped in fixed blocks
@@ -69,8 +69,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
-from .landmarks import to_pixels, write_pts
+from facelm import __version__
+from facelm.landmarks import to_pixels, write_pts
 
 if TYPE_CHECKING:  # torch and cv2 load lazily: `facelm --help` should not wait for them
     import torch
@@ -80,7 +80,7 @@ __all__ = ["Z_BLOCK", "FORMATS", "synth", "latents", "add_parser", "run_cli", "m
 Z_BLOCK = 1024                     # latents are drawn in blocks of this many faces
 FORMATS = ("pts", "npz")
 MANIFEST = "manifest.json"
-LAYOUT = "facelm.synth/1"          # bump when the folder layout or the z rule changes
+LAYOUT = "facelm.apps.synth/1"          # bump when the folder layout or the z rule changes
 _ARRAYS = ("images", "landmarks", "z")
 # what a fresh run (or --overwrite) may find and remove: only names synth itself writes
 _OURS = re.compile(r"(\.?shard_\d+(\.tmp)?|(images|landmarks|z)(\.partial)?\.npy|"
@@ -171,8 +171,8 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 def _load_models(generator: Path, lgen: Path, device: torch.device):
     """Load both models, turning any failure into one ValueError naming the file."""
-    from .began import load_generator
-    from .lgen import load_lgen
+    from facelm.models.began import load_generator
+    from facelm.models.lgen import load_lgen
 
     for name, path in (("generator", generator), ("lgen", lgen)):
         if not path.is_file():
@@ -293,7 +293,7 @@ def _infer(G, L, z_np: np.ndarray, dev, bf16: bool) -> tuple[np.ndarray, np.ndar
     """One batch: G(z) as uint8 NHWC and L-Gen(z) as float32 ``[B, P, 2]``."""
     import torch
 
-    from .tensors import to_uint8
+    from facelm.tensors import to_uint8
 
     with torch.inference_mode():
         z = torch.from_numpy(z_np).to(dev, non_blocking=True)
@@ -427,8 +427,8 @@ class _NpyWriter:
 
 # -------------------------------------------------------------------------------- synth
 def synth(
-    generator: str | os.PathLike,          # generator .safetensors (facelm.began.save_model)
-    lgen: str | os.PathLike,               # L-Gen .safetensors (facelm.lgen.save_lgen)
+    generator: str | os.PathLike,          # generator .safetensors (facelm.models.began.save_model)
+    lgen: str | os.PathLike,               # L-Gen .safetensors (facelm.models.lgen.save_lgen)
     out: str | os.PathLike,                # output folder (created if missing)
     n: int,                                # number of faces
     *,
@@ -567,7 +567,7 @@ def synth(
 
 # ---------------------------------------------------------------------------------- CLI
 def _default_model(rel: str) -> str | None:
-    from .paths import project_root
+    from facelm.paths import project_root
 
     try:
         return str(project_root() / rel)
@@ -579,7 +579,7 @@ def _command_line() -> str:
     """This process's command line as a user would retype it (no absolute script paths)."""
     argv0 = Path(sys.argv[0] if sys.argv else "facelm")
     if argv0.name == "synth.py":
-        head = ["python", "-m", "facelm.synth"]
+        head = ["python", "-m", "facelm.apps.synth"]
     elif argv0.name == "__main__.py":
         head = ["python", "-m", argv0.parent.name]
     else:
@@ -597,11 +597,11 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", metavar="PATH",
-                   help="trained generator weights (.safetensors from facelm.began.save_model);"
+                   help="trained generator weights (.safetensors from facelm.models.began.save_model);"
                         " default: data/began/generator.safetensors under the project root "
                         "when run inside a facelm project, else required")
     p.add_argument("--lgen", metavar="PATH",
-                   help="trained L-Gen weights (.safetensors from facelm.lgen.save_lgen); "
+                   help="trained L-Gen weights (.safetensors from facelm.models.lgen.save_lgen); "
                         "default: data/lgen/lgen.safetensors under the project root when run "
                         "inside a facelm project, else required")
     p.add_argument("--out", metavar="DIR", required=True,
@@ -710,7 +710,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m facelm.synth [options]``: the subcommand without the ``facelm`` wrapper."""
+    """``python -m facelm.apps.synth [options]``: the subcommand without the ``facelm`` wrapper."""
     parser = argparse.ArgumentParser(prog="facelm synth", description=_DESCRIPTION)
     _configure(parser)
     return run_cli(parser.parse_args(argv))

@@ -1,0 +1,1 @@
+"""Apps built on trained models: `facelm synth` and the JupyterLab explorer."""

@@ -1,0 +1,1 @@
+"""Models: BEGAN generator/discriminator, L-Gen, the CNN landmark detector."""

@@ -1,0 +1,1 @@
+"""Reports: the stage runner, figures, the reports index and offline plots."""

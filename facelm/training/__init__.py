@@ -1,0 +1,1 @@
+"""Training: the BEGAN loss, trainers and their shared resume/checkpoint helpers."""
