@@ -330,3 +330,9 @@ def deep_merge(base: dict, overlay: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def replace(section, **changes):
+    """A copy of a config section with some fields changed (e.g. the augmentation study's
+    detector: ``replace(params.detector, steps=params.augmentation.steps)``), validated."""
+    return dataclasses.replace(section, **changes)
