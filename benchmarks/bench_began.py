@@ -3,9 +3,11 @@
     python benchmarks/bench_began.py --threads 1   # CPU: default (32 px, w16), paper (128 px, w64)
     python benchmarks/bench_began.py --device cuda # GPU: 128 px, w64; fp32 / bf16+CL / +compile
 
-The reference is the straightforward loop one would write first: fp32, eager, NCHW,
-separate forward passes D(x), D(G(z).detach()) and D(G(z)), two backward passes (the
-second also computes D gradients it throws away), k_t read back to the host every step.
+The reference is the straightforward loop one would write first
+(facelm.report.timing.eager_began_rate): fp32, eager, NCHW, separate forward passes D(x),
+D(G(z).detach()) and D(G(z)), two backward passes (the second also computes D gradients it
+throws away), k_t read back to the host every step. At 32 px, width 16 it is the project's
+machine-speed reference.
 facelm is `train_began` itself (batch sampling and stats included) timed from its "step"
 callbacks after a warm-up. Numbers are training images per second (batch 16, one process).
 """
@@ -21,46 +23,24 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from facelm.models.began import Discriminator, Generator  # noqa: E402
+from facelm.config import BEGANParams, replace  # noqa: E402
+from facelm.report.timing import eager_began_rate  # noqa: E402
 from facelm.training.began import train_began  # noqa: E402
-from facelm.tensors import to_tensor  # noqa: E402
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+CFG = BEGANParams()  # config.py's defaults: lr, betas, gamma, lambda_k of both loops
 
 
 def reference_images_per_s(images, size, width, batch, device, warmup, steps) -> float:
-    """Plain fp32 eager BEGAN step (see module docstring), images/s after ``warmup`` steps."""
-    G = Generator(size, width, 64).to(device)
-    D = Discriminator(size, width, 64).to(device)
-    opt_G = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.5, 0.999))
-    opt_D = torch.optim.Adam(D.parameters(), lr=1e-4, betas=(0.5, 0.999))
-    rng, k, gamma, lambda_k = np.random.default_rng(0), 0.0, 0.5, 0.001
-    for i in range(warmup + steps):
-        if i == warmup:
-            _sync(device)
-            t0 = time.perf_counter()
-        x = to_tensor(images[rng.integers(0, len(images), batch)], device)
-        z = torch.rand(batch, 64, device=device) * 2 - 1
-        fake = G(z)
-        L_real = (x - D(x)).abs().mean()
-        L_fake_d = (fake.detach() - D(fake.detach())).abs().mean()
-        opt_D.zero_grad()
-        (L_real - k * L_fake_d).backward()
-        opt_D.step()
-        L_G = (fake - D(fake)).abs().mean()
-        opt_G.zero_grad()
-        L_G.backward()
-        opt_G.step()
-        k = float(np.clip(k + lambda_k * (gamma * L_real.item() - L_G.item()), 0, 1))
-    _sync(device)
-    return steps * batch / (time.perf_counter() - t0)
+    """Plain fp32 eager BEGAN step (:func:`facelm.report.timing.eager_began_rate`, the
+    machine-speed reference at 32 px, width 16), images/s after ``warmup`` steps. It draws
+    from random images of its own; ``images`` is accepted for symmetry with facelm's side."""
+    return eager_began_rate(size=size, width=width, batch=batch, steps=steps, warmup=warmup,
+                            device=device)
 
 
 def facelm_images_per_s(images, size, width, batch, device, warmup, steps, **opts) -> float:
-    """`train_began` images/s between its "step" callbacks at warmup and warmup + steps."""
+    """`train_began` images/s between its "step" callbacks at warmup and warmup + steps
+    (``size`` is that of ``images``)."""
     stamps: dict[int, float] = {}
     sync = warmup if device.type == "cuda" else 1  # flush points land on both ends
     assert device.type != "cuda" or steps % sync == 0
@@ -69,11 +49,12 @@ def facelm_images_per_s(images, size, width, batch, device, warmup, steps, **opt
         if event == "step":
             stamps[state["step"]] = time.perf_counter()
 
+    n = warmup + steps  # no checkpoint or sample before the end
+    cfg = replace(CFG, width=width, z_dim=64, steps=n, batch_size=batch, best_window=n,
+                  checkpoint_every=n, sample_every=n, **opts)
     with tempfile.TemporaryDirectory() as d:
-        train_began(images, out_dir=d, size=size, width=width, steps=warmup + steps,
-                    batch_size=batch, best_window=warmup + steps, checkpoint_every=0,
-                    sample_every=0, device=device, sync_every=sync, progress=False,
-                    callbacks=[cb], **opts)
+        train_began(images, cfg, d, seed=0, device=device, sync_every=sync, progress=False,
+                    callbacks=[cb])
     return steps * batch / (stamps[warmup + steps] - stamps[warmup])
 
 

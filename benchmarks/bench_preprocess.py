@@ -1,4 +1,4 @@
-"""Haar-crop throughput: images/s with one worker against all cores, on a made-up CelebA tree.
+"""Face-crop throughput: images/s with one worker against all cores, on a made-up CelebA tree.
 
     python benchmarks/bench_preprocess.py [--n 300] [--width 500] [--height 400] [--size 128]
 
@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from facelm.config import CelebAParams, replace
+from facelm.data.celeba_crops import preprocess_celeba
 from facelm.data.fakeceleba import make_fake_celeba
-from facelm.data.crops import preprocess_celeba
 
 
 def main() -> None:
@@ -38,12 +39,13 @@ def main() -> None:
         make_fake_celeba(root, n=args.n, layout="wild", seed=0, corrupt=0, no_face=0, detect=None,
                          wild_size=(lo, hi), scale_range=(1.2, 2.2))
         print(f"tree: {args.n} images of {lo}..{hi} px per side, built in {time.perf_counter() - t:.1f} s")
-        haar = dict(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors, min_size=args.min_size)
+        cfg = replace(CelebAParams(), layout="wild", scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
+                      min_size=args.min_size, shard_size=args.shard_size)
         rates = {}
         for workers in (1, 0):
             t = time.perf_counter()
-            res = preprocess_celeba(root, Path(tmp) / f"out{workers}", layout="wild", size=args.size,
-                                    shard_size=args.shard_size, n_workers=workers, progress=False, **haar)
+            res = preprocess_celeba(root, Path(tmp) / f"out{workers}", replace(cfg, n_workers=workers), args.size,
+                                    progress=False)
             seconds = time.perf_counter() - t
             rates[workers] = args.n / seconds
             label = "1 worker" if workers == 1 else f"all cores ({os.cpu_count()} workers)"

@@ -91,14 +91,21 @@ def facelm_synth(g_path, l_path, n: int, batch: int, device: torch.device, fmt: 
     return n / (time.perf_counter() - t0)
 
 
-def bench(size: int, width: int, n: int, n_naive: int, batch: int, device: torch.device,
-          bf16: bool, work: Path, repeat: int) -> None:
+def make_models(work: Path, size: int, width: int) -> tuple[Path, Path, int]:
+    """Random-weight G (last layer scaled up: textured faces) and L-Gen saved under ``work``:
+    (generator path, L-Gen path, G's parameter count)."""
     G = Generator(size=size, width=width, seed=1)
     with torch.no_grad():
         G.body[-1].weight.mul_(30.0)
     g_path, l_path = work / f"g{size}.safetensors", work / "l.safetensors"
     save_model(g_path, G)
     save_lgen(l_path, LGen(seed=2))
+    return g_path, l_path, sum(p.numel() for p in G.parameters())
+
+
+def bench(size: int, width: int, n: int, n_naive: int, batch: int, device: torch.device,
+          bf16: bool, work: Path, repeat: int) -> None:
+    g_path, l_path, n_params = make_models(work, size, width)
     runs = {
         "naive, PNG written": lambda k: naive(g_path, l_path, n_naive, device,
                                               work / f"naive{size}-{k}"),
@@ -115,7 +122,7 @@ def bench(size: int, width: int, n: int, n_naive: int, batch: int, device: torch
     for k in range(repeat):
         for name, fn in runs.items():
             r[name] = max(r[name], fn(k))
-    print(f"\n{size} px, G width {width} ({sum(p.numel() for p in G.parameters()):,} params), "
+    print(f"\n{size} px, G width {width} ({n_params:,} params), "
           f"{device}{' bf16' if bf16 else ''}, batch {batch}, {n} faces (naive: {n_naive})")
     for name, fps in r.items():
         print(f"  {name:34s} {fps:10.1f} faces/s")

@@ -14,14 +14,16 @@ import os
 import sys
 import time
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+if __name__ == "__main__":  # one core when run alone (before numpy/cv2 load); not when imported
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from facelm.data.world import _default_supersample, render_faces  # noqa: E402
+from facelm.data.world import render_faces  # noqa: E402
+from facelm.data.world.render import _default_supersample  # noqa: E402
 
 
 def rates(n: int, size: int, repeats: int, configs: list[int | None]) -> list[tuple[float, float, np.ndarray]]:

@@ -1,305 +1,415 @@
 """Typed, validated parameters: ``params.yaml`` -> :class:`Params`.
 
-``params.yaml`` is the one place for settings (seeds included). Every section is a frozen
-dataclass; loading rejects an unknown key, a wrong type or an impossible value *before*
-any work starts, with a one-line message that names the key and what is allowed
-(papermill and DVC only warn on unknown names, so the checking lives here).
+``params.yaml`` is the one place for settings (seeds included), and every default below is
+the value the shipped ``params.yaml`` holds, so a key left out means what that file says.
+Each section is a frozen pydantic model whose fields declare their default and range once.
+Loading refuses an unknown or non-string key, a key given twice, a wrong type, a number that
+is not finite or out of range, an empty file and bytes that are not UTF-8 -- before any work
+starts, in one line that names the key (or the file) and what is allowed. (papermill and DVC
+only warn on unknown names, so the checking lives here.) What a person clearly means is
+accepted: YAML 1.1 booleans in any case (on/off, yes/no), ``1e-4`` for a number (PyYAML
+reads it as a string) and ``1.0e4`` for an integer.
 """
-from __future__ import annotations
-
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, Literal, Optional
+from types import UnionType
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
+from pydantic.fields import FieldInfo
 
-SIZES = (32, 64, 128)
+INT_MAX = 2**31 - 1      # larger integers overflow the int32 counters and seeds downstream
+MAX_BEGAN_STEPS = 10**7  # the BEGAN trainer keeps a history row of 7 float32 per step
+ALL = "use null for all"
 
 
 class ParamsError(ValueError):
-    """A parameter is unknown, of the wrong type or out of range."""
+    """A parameter is unknown, of the wrong type or out of range (the message is one line)."""
 
 
-def _check(rule: str, ok: typing.Callable[[Any], bool]) -> dict:
-    return {"rule": rule, "ok": ok}
+def _number(v: Any) -> Any:
+    """``"1e-4"`` -> 1e-4 (PyYAML reads an exponent without a dot as a string)."""
+    try:
+        return float(v) if isinstance(v, str) else v
+    except ValueError:
+        return v  # refused by the type check, with the value as written
 
 
-def positive(default):
-    return field(default=default, metadata=_check("> 0", lambda v: v > 0))
+def _integer(v: Any) -> Any:
+    """``1.0e4`` or ``"1e4"`` -> 10000 (a fraction is refused by the type check)."""
+    v = _number(v)
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
-def non_negative(default):
-    return field(default=default, metadata=_check(">= 0", lambda v: v >= 0))
+def _int32(v: int) -> int:
+    """Runs after the field's own range, so its own bound (and reason) is reported first."""
+    if v > INT_MAX:
+        raise ValueError(f"<= {INT_MAX} (larger overflows int32 counters)")
+    return v
 
 
-def unit_interval(default, low_open: bool = False):
-    if low_open:
-        return field(default=default, metadata=_check("in (0, 1]", lambda v: 0 < v <= 1))
-    return field(default=default, metadata=_check("in [0, 1]", lambda v: 0 <= v <= 1))
+_FLAGS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False, "auto": "auto"}
 
 
-def beta(default):
-    return field(default=default, metadata=_check("in [0, 1)", lambda v: 0 <= v < 1))
+def _flag(v: Any) -> Any:
+    """YAML 1.1 booleans in any case (PyYAML reads only some spellings unquoted), and "auto"."""
+    return _FLAGS.get(v.strip().lower(), v) if isinstance(v, str) else v
 
 
-# ----------------------------------------------------------------------------- sections
-@dataclass(frozen=True)
-class WorldParams:
+Int = Annotated[int, BeforeValidator(_integer), AfterValidator(_int32)]
+Float = Annotated[float, BeforeValidator(_number)]
+Bool = Annotated[bool, BeforeValidator(_flag)]
+Auto = Annotated[Union[Literal["auto"], bool], BeforeValidator(_flag)]  # auto: on for CUDA
+PositiveInt = Annotated[Int, Field(gt=0)]
+
+
+def _field(default: Any, why: str, **rules: Any) -> Any:
+    """A field whose refusal message also says ``why`` (what null means, where a bound comes from)."""
+    return Field(default, json_schema_extra={"why": why}, **rules)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+    def _rules(self) -> list[tuple[bool, str]]:
+        """(holds, refusal) for the rules that involve more than one field."""
+        return []
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> "_Section":
+        for ok, message in self._rules():
+            if not ok:
+                raise ParamsError(message)
+        return self
+
+
+class WorldParams(_Section):
     """The rendered face world (embedded default data set)."""
 
-    n_train: int = positive(6000)
-    n_heldout: int = positive(500)
-    yaw_max: float = field(default=40.0, metadata=_check("in [0, 60]", lambda v: 0 <= v <= 60))
-    pitch_max: float = field(default=20.0, metadata=_check("in [0, 40]", lambda v: 0 <= v <= 40))
-    roll_max: float = field(default=25.0, metadata=_check("in [0, 45]", lambda v: 0 <= v <= 45))
+    n_train: Int = Field(6000, gt=0)
+    n_heldout: Int = Field(500, gt=0)
+    yaw_max: Float = Field(40.0, ge=0, le=60)
+    pitch_max: Float = Field(20.0, ge=0, le=40)
+    roll_max: Float = Field(25.0, ge=0, le=45)
 
 
-@dataclass(frozen=True)
-class CelebAParams:
-    """CelebA on disk: Haar-cascade crops and their landmarks."""
+class CelebAParams(_Section):
+    """CelebA on disk: face crops and their landmarks."""
 
-    root: str = "data/celeba"
+    root: str = Field("data/celeba", min_length=1)
     layout: Literal["aligned", "wild"] = "aligned"
-    landmarks: Literal["celeba5", "detector"] = "celeba5"
-    scale_factor: float = field(default=1.05, metadata=_check("> 1", lambda v: v > 1))
-    min_neighbors: int = non_negative(5)
-    min_size: int = non_negative(30)
-    margin: float = field(default=0.0, metadata=_check("in [0, 1]", lambda v: 0 <= v <= 1))
+    # celeba5: CelebA's 5 points | detector: our 49-point CNN | dlib: dlib's 300-W 68 -> 49
+    landmarks: Literal["celeba5", "detector", "dlib"] = "celeba5"
+    face_detector: Literal["haar", "dlib"] = "haar"  # haar: OpenCV's cascade, as the paper
+    scale_factor: Float = Field(1.05, gt=1)
+    min_neighbors: Int = Field(5, ge=0)
+    min_size: Int = Field(30, ge=0)
+    margin: Float = Field(0.0, ge=0, le=1)
     heldout: Literal["test", "valid"] = "test"
-    limit: Optional[int] = None
-    n_workers: int = non_negative(0)
-    shard_size: int = positive(1000)
+    limit: Optional[Int] = _field(None, ALL, gt=0)
+    n_workers: Int = Field(0, ge=0)
+    shard_size: Int = Field(1000, gt=0)
 
 
-@dataclass(frozen=True)
-class BEGANParams:
+class BEGANParams(_Section):
     """BEGAN architecture and training (paper section II)."""
 
-    width: int = positive(16)
-    z_dim: int = positive(64)
-    batch_size: int = positive(16)
-    steps: int = positive(7000)
-    lr: float = positive(1e-4)
-    beta1: float = beta(0.5)
-    beta2: float = beta(0.999)
-    gamma: float = unit_interval(0.5, low_open=True)
-    lambda_k: float = non_negative(0.001)
-    k0: float = unit_interval(0.0)
-    eta: Literal[1, 2] = 1
+    width: Int = Field(16, gt=0)
+    z_dim: Int = Field(64, gt=0)
+    batch_size: Int = Field(16, gt=0)
+    steps: Int = _field(7000, "the trainer keeps 28 bytes of history per step, in memory and in "
+                              "every checkpoint", gt=0, le=MAX_BEGAN_STEPS)
+    lr: Float = Field(2e-4, gt=0)
+    beta1: Float = Field(0.5, ge=0, lt=1)
+    beta2: Float = Field(0.999, ge=0, lt=1)
+    gamma: Float = Field(0.7, gt=0, le=1)
+    lambda_k: Float = Field(0.001, ge=0)
+    k0: Float = Field(0.0, ge=0, le=1)
+    eta: Int = Field(1, ge=1, le=2)
     update: Literal["joint", "alternate"] = "joint"
-    lr_decay: float = unit_interval(1.0, low_open=True)
-    lr_decay_every: int = non_negative(0)
-    best_window: int = positive(500)
-    checkpoint_every: int = positive(500)
-    sample_every: int = positive(1000)
-    channels_last: Literal["auto", "on", "off"] = "auto"
-    bf16: Literal["auto", "on", "off"] = "auto"
-    compile: bool = False
+    lr_decay: Float = Field(0.5, gt=0, le=1)
+    lr_decay_every: Int = Field(2500, ge=0)
+    best_window: Int = Field(500, gt=0)
+    checkpoint_every: Int = Field(500, gt=0)
+    sample_every: Int = Field(1000, gt=0)
+    channels_last: Auto = "auto"
+    bf16: Auto = "auto"
+    compile: Bool = False
+    skip: Bool = False
+
+    def _rules(self) -> list[tuple[bool, str]]:
+        return [(self.best_window <= self.steps,
+                 f"began.best_window must be <= began.steps ({self.steps}) (got {self.best_window})")]
 
 
-@dataclass(frozen=True)
-class InversionParams:
+class InversionParams(_Section):
     """Inverse of the generator (paper section III)."""
 
-    n_train: Optional[int] = None
-    n_mirror: int = positive(8)
-    steps: int = positive(500)
-    lr: float = positive(0.1)
-    beta1: float = beta(0.9)
-    beta2: float = beta(0.999)
+    n_train: Optional[Int] = _field(None, ALL, gt=0)
+    n_mirror: Int = Field(8, gt=0)
+    steps: Int = Field(120, gt=0)
+    lr: Float = Field(0.1, gt=0)
+    beta1: Float = Field(0.9, ge=0, lt=1)
+    beta2: Float = Field(0.999, ge=0, lt=1)
     loss: Literal["l1", "mse"] = "l1"
     constraint: Literal["clamp", "tanh"] = "clamp"
-    restart_threshold: Optional[float] = None
-    restart_after: int = positive(20)
-    max_restarts: int = non_negative(3)
-    tol: float = non_negative(1e-4)
-    patience: int = positive(20)
-    batch_size: int = positive(256)
+    restart_threshold: Optional[Float] = _field(None, "use null for no restarts", gt=0)
+    restart_after: Int = Field(20, gt=0)
+    max_restarts: Int = Field(3, ge=0)
+    tol: Float = Field(1e-4, ge=0)
+    patience: Int = Field(20, gt=0)
+    batch_size: Int = Field(256, gt=0)
+
+    def _rules(self) -> list[tuple[bool, str]]:
+        return [(self.n_train is None or self.n_mirror <= self.n_train,
+                 f"inversion.n_mirror must be <= inversion.n_train ({self.n_train}): the mirrored "
+                 f"faces are among the inverted ones (got {self.n_mirror})")]
 
 
-@dataclass(frozen=True)
-class LGenParams:
+class LGenParams(_Section):
     """L-Gen, the latent-to-landmark MLP (paper section V, Table I)."""
 
-    hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
-    epochs: int = positive(1000)
-    batch_size: int = positive(16)
-    lr: float = positive(3e-4)
-    beta1: float = beta(0.9)
-    beta2: float = beta(0.999)
-    drop_last: bool = False
-    checkpoint_every: int = positive(50)
+    hidden: list[PositiveInt] = Field([128, 128, 128], min_length=1)
+    epochs: Int = Field(100, gt=0)
+    batch_size: Int = Field(16, gt=0)
+    lr: Float = Field(3e-4, gt=0)
+    beta1: Float = Field(0.9, ge=0, lt=1)
+    beta2: Float = Field(0.999, ge=0, lt=1)
+    drop_last: Bool = False
+    checkpoint_every: Int = Field(50, gt=0)
 
 
-@dataclass(frozen=True)
-class ResultsParams:
+class ResultsParams(_Section):
     """The paper's figures 8 and 9."""
 
-    n_random: int = positive(16)
-    n_interp: int = positive(14)
-    interp_face: int = non_negative(0)  # a training face among the first inversion.n_mirror
+    n_random: Int = Field(16, gt=0)
+    n_interp: Int = Field(14, gt=0)
+    interp_face: Int = Field(0, ge=0)  # a training face among the first inversion.n_mirror
 
 
-@dataclass(frozen=True)
-class DetectorParams:
+class DetectorParams(_Section):
     """The 49-point CNN landmark detector: annotator of real crops and independent judge."""
 
     data: Literal["world", "pts"] = "world"
-    pts_root: str = "data/300w"
-    n_train: int = positive(6000)
-    n_val: int = positive(500)
-    width: int = positive(16)
-    depth: int = non_negative(1)
-    steps: int = positive(3000)
-    batch_size: int = positive(32)
-    lr: float = positive(8e-3)
-    weight_decay: float = non_negative(1e-4)
-    augment: bool = True
+    pts_root: str = Field("data/300w", min_length=1)
+    n_train: Int = Field(6000, gt=0)
+    n_val: Int = Field(500, gt=0)
+    width: Int = Field(16, gt=0)
+    depth: Int = Field(1, ge=0)
+    steps: Int = Field(3000, gt=0)
+    batch_size: Int = Field(32, gt=0)  # drawn with replacement: may exceed the faces
+    lr: Float = Field(8e-3, gt=0)
+    weight_decay: Float = Field(1e-4, ge=0)
+    augment: Bool = True
 
 
-@dataclass(frozen=True)
-class EvaluationParams:
-    """Agreement of L-Gen with the judge on generated faces."""
+class EvaluationParams(_Section):
+    """Agreement of L-Gen with the judges (our detector, dlib) on generated faces."""
 
-    n_random: int = positive(1000)
-    truncation: float = unit_interval(1.0, low_open=True)
+    n_random: Int = Field(1000, gt=0)
+    truncation: Float = Field(1.0, gt=0, le=1)
+    dlib: Bool = True  # also run dlib's 68-point predictor (-> 49) as an outside judge
+    dlib_size: Int = _field(128, "faces are upscaled to this size for dlib, whose HOG detector "
+                                 "needs faces of about 80 px", ge=64, le=512)
 
 
-@dataclass(frozen=True)
-class AugmentationParams:
+class AugmentationParams(_Section):
     """Does training a detector on real + latent-augmented faces beat real faces alone?"""
 
-    ks: list[int] = field(default_factory=lambda: [25, 100, 500])
-    k_default: int = positive(100)
-    n_synth: int = positive(2000)
-    seeds: int = positive(3)
-    truncation: float = unit_interval(1.0, low_open=True)
-    steps: int = positive(1500)
+    ks: list[PositiveInt] = Field([25, 100, 500], min_length=1)
+    k_default: Int = Field(100, gt=0)
+    n_synth: Int = Field(2000, gt=0)
+    seeds: Int = Field(3, gt=0)
+    truncation: Float = Field(1.0, gt=0, le=1)
+    steps: Int = Field(1500, gt=0)
+
+    def _rules(self) -> list[tuple[bool, str]]:
+        return [(self.k_default in self.ks,
+                 f"augmentation.k_default must be one of augmentation.ks {self.ks} (got {self.k_default})")]
 
 
-@dataclass(frozen=True)
-class Params:
+class Params(_Section):
     """Everything in ``params.yaml``."""
 
-    seed: int = non_negative(0)
-    threads: int = non_negative(0)
+    seed: Int = Field(0, ge=0)
+    threads: Int = Field(0, ge=0)
     dataset: Literal["world", "celeba"] = "world"
-    image_size: int = field(default=32, metadata=_check(f"one of {list(SIZES)}", lambda v: v in SIZES))
-    world: WorldParams = field(default_factory=WorldParams)
-    celeba: CelebAParams = field(default_factory=CelebAParams)
-    began: BEGANParams = field(default_factory=BEGANParams)
-    inversion: InversionParams = field(default_factory=InversionParams)
-    lgen: LGenParams = field(default_factory=LGenParams)
-    results: ResultsParams = field(default_factory=ResultsParams)
-    detector: DetectorParams = field(default_factory=DetectorParams)
-    evaluation: EvaluationParams = field(default_factory=EvaluationParams)
-    augmentation: AugmentationParams = field(default_factory=AugmentationParams)
+    image_size: Literal[32, 64, 128] = 32
+    world: WorldParams = Field(default_factory=WorldParams)
+    celeba: CelebAParams = Field(default_factory=CelebAParams)
+    began: BEGANParams = Field(default_factory=BEGANParams)
+    inversion: InversionParams = Field(default_factory=InversionParams)
+    lgen: LGenParams = Field(default_factory=LGenParams)
+    results: ResultsParams = Field(default_factory=ResultsParams)
+    detector: DetectorParams = Field(default_factory=DetectorParams)
+    evaluation: EvaluationParams = Field(default_factory=EvaluationParams)
+    augmentation: AugmentationParams = Field(default_factory=AugmentationParams)
+
+    @field_validator("world", "celeba", "began", "inversion", "lgen", "results", "detector",
+                     "evaluation", "augmentation", mode="before")
+    @classmethod
+    def _null_section(cls, value: Any) -> Any:
+        return {} if value is None else value  # `began:` with every key commented out: defaults
+
+    def _rules(self) -> list[tuple[bool, str]]:
+        """Rules across sections; the data's size is known up front only for the world."""
+        inv, a, n = self.inversion, self.augmentation, self.world.n_train
+        rules = [(self.results.interp_face < inv.n_mirror,
+                  f"results.interp_face must be < inversion.n_mirror ({inv.n_mirror}), the faces "
+                  f"whose mirror image is inverted (got {self.results.interp_face})")]
+        if self.dataset == "world":
+            pairs = min(inv.n_train or n, n)
+            rules += [
+                (max(a.ks) <= n, f"augmentation.ks must be <= world.n_train ({n}) (got {a.ks})"),
+                (self.began.batch_size <= n, f"began.batch_size must be <= world.n_train ({n}), the "
+                                             f"faces it draws batches from (got {self.began.batch_size})"),
+                (inv.n_mirror <= n, f"inversion.n_mirror must be <= world.n_train ({n}) (got {inv.n_mirror})"),
+                (not self.lgen.drop_last or self.lgen.batch_size <= pairs,
+                 f"lgen.batch_size must be <= the {pairs} training pairs when lgen.drop_last is true, "
+                 f"or no batch is left (got {self.lgen.batch_size})"),
+            ]
+        return rules
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain values (nested dicts and lists), as ``params.yaml`` writes them."""
+        return self.model_dump()
+
+
+# ----------------------------------------------------------------- one-line refusals
+_OPS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false (or on/off, yes/no)"}
+_RANGE = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _show(v: Any, key: bool = False) -> str:
+    """A value (or a key: a plain name unquoted) in one short line, null and booleans as in YAML."""
+    if v is None or isinstance(v, bool):
+        return {None: "null", True: "true", False: "false"}[v]
+    text = v if key and isinstance(v, str) and v.isidentifier() else repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _unwrap(tp: Any) -> tuple[Any, list]:
+    """A list item's type and constraints: ``Annotated[int, ..., Field(gt=0)]`` -> (int, [Gt(0)])."""
+    if get_origin(tp) is not Annotated:
+        return tp, []
+    base, *extra = get_args(tp)
+    return base, [c for m in extra for c in (m.metadata if isinstance(m, FieldInfo) else [m])]
+
+
+def _rule(meta: list) -> str:
+    """A field's range: '> 0', 'in (0, 1]', '' if it has none."""
+    b = {k: getattr(m, k) for m in meta for k in _OPS if getattr(m, k, None) is not None}
+    lo, hi = [k for k in b if k[0] == "g"], [k for k in b if k[0] == "l"]
+    if lo and hi:
+        return f"in {'(' if lo[0] == 'gt' else '['}{b[lo[0]]}, {b[hi[0]]}{')' if hi[0] == 'lt' else ']'}"
+    return " ".join(f"{_OPS[k]} {v}" for k, v in b.items())
+
+
+def _what(tp: Any) -> str:
+    """A type in words: 'an integer', "one of 'l1', 'mse'", 'a non-empty list, each an integer > 0'."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        if len(args) == 1:
+            return repr(args[0])
+        return "one of " + (str(list(args)) if isinstance(args[0], int) else ", ".join(map(repr, args)))
+    if origin in (Union, UnionType):
+        return " or ".join(map(_what, args))
+    if origin is list:
+        item, meta = _unwrap(args[0])
+        return f"a non-empty list, each {_what(item)} {_rule(meta)}".strip()
+    return _what(args[0]) if origin is Annotated else _NAMES.get(tp, str(tp))
+
+
+def _locate(model: type, loc: tuple, key: str) -> tuple[str, Any, list, str, Any]:
+    """Follow an error's loc through the sections: (dotted key, type, constraints, why, section)."""
+    tp, meta, why, section = model, [], "", model
+    for part in loc:
+        if section is not None and part in section.model_fields:
+            f = section.model_fields[part]
+            key, tp, meta = f"{key}.{part}" if key else part, f.annotation, f.metadata
+            why = (f.json_schema_extra or {}).get("why", "")
+            section = tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+        elif isinstance(part, int) and get_origin(tp) is list:
+            key, section, (tp, meta) = f"{key}[{part}]", None, _unwrap(get_args(tp)[0])
+        else:
+            break  # an unknown key, or pydantic's name for a member of a union
+    return key, tp, meta, why, section
+
+
+def _message(err: ValidationError, model: type, prefix: str = "") -> str:
+    """The first error in one line: '<key> must be <what is allowed> (got <value>)'."""
+    e = err.errors(include_url=False)[0]
+    loc, kind, cause = e["loc"], e["type"], e.get("ctx", {}).get("error")
+    if isinstance(cause, ParamsError):
+        return str(cause)  # a rule across fields, worded with its keys already
+    key, tp, meta, why, section = _locate(model, loc, prefix)
+    if kind in ("extra_forbidden", "invalid_key"):  # invalid_key: a key that is not a string
+        name = _show(e["input"] if kind == "invalid_key" else loc[-1], key=True)
+        return (f"{f'{key}.' if key else ''}{name} is not a known parameter; allowed in "
+                f"{key or 'params'}: {', '.join(section.model_fields)}")
+    if kind in ("model_type", "model_attributes_type"):
+        return f"{key or 'params'} must be a mapping of keys (got {_show(e['input'])})"
+    null = " or null" if type(None) in get_args(tp) else ""
+    tp, rule = get_args(tp)[0] if null else tp, _rule(meta)
+    text = {"value_error": str(cause), "string_too_short": "a non-empty string",
+            "finite_number": f"a finite number {rule}"}.get(kind, rule if kind in _RANGE else f"{_what(tp)} {rule}")
+    return f"{key} must be {text.strip()}{null} (got {_show(e['input'])}){f'; {why}' if why else ''}"
+
+
+def _validate(model: type, data: Any, prefix: str = "") -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ParamsError(_message(err, model, prefix)) from None
 
 
 # ------------------------------------------------------------------------------ loading
-def _type_name(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false",
-            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is refused (PyYAML
+    silently keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` then overriding one of its keys is what merge keys are for
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            if isinstance(key, Hashable):  # an unhashable key gets PyYAML's own error below
+                if key in lines:
+                    raise ParamsError(f"{_show(key, key=True)} is given twice (lines {lines[key]} and {line}); keep one")
+                lines[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
-def _coerce(value: Any, tp, key: str) -> Any:
-    """Return ``value`` as type ``tp`` or raise ParamsError naming ``key``."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value in allowed and type(value) is type(allowed[allowed.index(value)]):
-            return value
-    elif origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, key)
-            except ParamsError:
-                pass
-    elif origin is list:
-        (item,) = typing.get_args(tp)
-        if isinstance(value, list):
-            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise ParamsError(f"{key} must be {_type_name(tp)} (got {value!r})")
-
-
-def _build(cls, data: Any, prefix: str = ""):
-    where = prefix or "params"
+def read_params_file(path: str | Path) -> dict:
+    """The mapping in a YAML parameters file; a :class:`ParamsError` naming the file when it is
+    not UTF-8, not YAML, gives a key twice, is empty (or only comments) or is not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no parameters file at {path}")
+    raw = path.read_bytes()
+    try:
+        data = yaml.load(raw.decode("utf-8-sig"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as err:
+        raise ParamsError(f"{path.name} is not UTF-8 text (byte {err.start} is {raw[err.start:err.start + 1]!r}); "
+                          "save it as UTF-8") from None
+    except ParamsError as err:
+        raise ParamsError(f"{path.name}: {err}") from None
+    except Exception as err:  # noqa: BLE001 -- PyYAML also raises ValueError etc. on odd tags
+        raise ParamsError(f"{path.name} is not valid YAML: {' '.join(str(err).split())}"[:300]) from None
     if data is None:
-        data = {}
+        raise ParamsError(f"{path.name} holds no parameters (it is empty or only comments)")
     if not isinstance(data, dict):
-        raise ParamsError(f"{where} must be a mapping of keys (got {data!r})")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ParamsError(f"{key} is not a known parameter; allowed in {where}: {', '.join(fields)}")
-    values = {}
-    for name, f in fields.items():
-        if name not in data:
-            continue
-        key = f"{prefix}.{name}" if prefix else name
-        value = _coerce(data[name], hints[name], key)
-        check = f.metadata.get("ok")
-        if check is not None and value is not None and not check(value):
-            raise ParamsError(f"{key} must be {f.metadata['rule']} (got {data[name]!r})")
-        values[name] = value
-    return cls(**values)
-
-
-def _cross_checks(p: Params) -> None:
-    """Rules that involve more than one key."""
-    if p.began.best_window > p.began.steps:
-        raise ParamsError(f"began.best_window must be <= began.steps ({p.began.steps}) (got {p.began.best_window})")
-    if p.results.interp_face >= p.inversion.n_mirror:
-        raise ParamsError(f"results.interp_face must be < inversion.n_mirror ({p.inversion.n_mirror}), "
-                          f"the faces whose mirror image is inverted (got {p.results.interp_face})")
-    a = p.augmentation
-    if a.k_default not in a.ks:
-        raise ParamsError(f"augmentation.k_default must be one of augmentation.ks {a.ks} (got {a.k_default})")
-    if any(k <= 0 for k in a.ks):
-        raise ParamsError(f"augmentation.ks must hold positive counts (got {a.ks})")
-    if p.dataset == "world" and max(a.ks) > p.world.n_train:
-        raise ParamsError(f"augmentation.ks must be <= world.n_train ({p.world.n_train}) (got {a.ks})")
-    if any(h <= 0 for h in p.lgen.hidden):
-        raise ParamsError(f"lgen.hidden must hold positive layer widths (got {p.lgen.hidden})")
+        raise ParamsError(f"{path.name} must be a mapping of parameters (got {_show(data)})")
+    return data
 
 
 def parse_params(data: Any) -> Params:
     """Validate a parsed params mapping into :class:`Params` (raises :class:`ParamsError`)."""
-    params = _build(Params, data)
-    _cross_checks(params)
-    return params
+    return _validate(Params, data)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -309,12 +419,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_absolute():
         path = project_root() / path
-    if not path.is_file():
-        raise FileNotFoundError(f"no parameters file at {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path.name} is not valid YAML: {err}".replace("\n", " ")) from None
+    data = read_params_file(path)
     try:
         return parse_params(data)
     except ParamsError as err:
@@ -325,14 +430,12 @@ def deep_merge(base: dict, overlay: dict) -> dict:
     """``overlay`` merged into ``base`` recursively (a profile overrides only what it names)."""
     out = dict(base)
     for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
-def replace(section, **changes):
-    """A copy of a config section with some fields changed (e.g. the augmentation study's
-    detector: ``replace(params.detector, steps=params.augmentation.steps)``), validated."""
-    return dataclasses.replace(section, **changes)
+def replace(section: BaseModel, **changes: Any) -> Any:
+    """A validated copy of a config section with some fields changed (e.g. the augmentation
+    study's detector: ``replace(params.detector, steps=params.augmentation.steps)``)."""
+    prefix = next((name for name, f in Params.model_fields.items() if f.annotation is type(section)), "")
+    return _validate(type(section), {**section.model_dump(), **changes}, prefix)

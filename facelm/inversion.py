@@ -1,12 +1,15 @@
 """Inverse of the generator (paper section III): find z with G(z) close to a given face.
 
-One function, `invert`, read top to bottom: initialisation, loss, optimiser, restarts,
-best tracking, early stop. Every image is its own optimisation problem even when a batch
-of them is solved together (see the notes in `invert`'s docstring), so the result for an
-image does not depend on which other images share its batch.
+One function, `invert`, read top to bottom as StyleGAN2-ADA's projector: initialisation,
+loss, best z kept, restarts and early stop, Adam. The fiddly per-image bookkeeping lives in
+`_Rows` and `_adam_rows`. Every image is its own optimisation problem even when a batch of
+them is solved together (see `invert`'s docstring), so the result for an image does not
+depend on which other images share its batch.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +17,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from facelm.config import BEGANParams, InversionParams
 from facelm.tensors import pick_device, to_tensor
+
+__all__ = ["InversionResult", "invert", "start_z"]
 
 
 @dataclass
@@ -28,7 +34,7 @@ class InversionResult:
     steps_run: np.ndarray  # int32 [N], Adam updates taken over all attempts
 
 
-def start_z(seed: int, indices: np.ndarray, attempt: int, z_dim: int = 64) -> np.ndarray:
+def start_z(seed: int, indices: np.ndarray, attempt: int, z_dim: int) -> np.ndarray:
     """Uniform [-1, 1] start points, one row per global image index.
 
     Row i depends only on ``(seed, indices[i], attempt)``, never on the batch it is in,
@@ -37,6 +43,13 @@ def start_z(seed: int, indices: np.ndarray, attempt: int, z_dim: int = 64) -> np
     rows = [np.random.default_rng((seed, int(i), attempt)).uniform(-1.0, 1.0, z_dim)
             for i in indices]
     return np.asarray(rows, dtype=np.float32).reshape(len(rows), z_dim)
+
+
+# z = to_z(p): the optimised parameter p is z itself (clamp) or atanh(z) (tanh)
+_PARAMETRISATIONS = {
+    "clamp": (lambda p: p, lambda z: z),
+    "tanh": (torch.tanh, lambda z: torch.atanh(z.clamp(-1 + 1e-6, 1 - 1e-6))),
+}
 
 
 def _adam_rows(p, g, m, v, t, rows, lr, betas, eps=1e-8):
@@ -54,22 +67,128 @@ def _adam_rows(p, g, m, v, t, rows, lr, betas, eps=1e-8):
     p[rows] = p[rows] - lr * (m_r / (1 - b1 ** tt)) / ((v_r / (1 - b2 ** tt)).sqrt() + eps)
 
 
+@dataclass
+class _Rows:
+    """The optimisation state of one batch, one row per image (all on the device)."""
+
+    p: torch.Tensor             # the optimised parameter, z = to_z(p)
+    m: torch.Tensor             # Adam moments
+    v: torch.Tensor
+    t: torch.Tensor             # Adam updates in the current attempt
+    best_z: torch.Tensor        # best over all attempts, with its loss and L1
+    best_loss: torch.Tensor
+    best_l1: torch.Tensor
+    attempt_best: torch.Tensor  # best loss of the current attempt
+    idle: torch.Tensor          # steps without progress in the current attempt
+    restarts: torch.Tensor
+    steps_run: torch.Tensor
+    done: torch.Tensor          # stopped: frozen and left out of the forward pass
+
+    @classmethod
+    def start(cls, p: torch.Tensor, z: torch.Tensor) -> _Rows:
+        """First attempt from ``p`` (``z = to_z(p)``): zero moments, nothing best yet."""
+        b, dev = len(p), p.device
+
+        def inf() -> torch.Tensor:
+            return torch.full((b,), float("inf"), device=dev)
+
+        def zeros(dtype: torch.dtype = torch.long) -> torch.Tensor:
+            return torch.zeros(b, dtype=dtype, device=dev)
+
+        return cls(p=p, m=torch.zeros_like(p), v=torch.zeros_like(p), t=zeros(), best_z=z.clone(),
+                   best_loss=inf(), best_l1=inf(), attempt_best=inf(), idle=zeros(),
+                   restarts=zeros(), steps_run=zeros(), done=zeros(torch.bool))
+
+    def keep_best(self, rows: torch.Tensor, loss: torch.Tensor, l1: torch.Tensor,
+                  z: torch.Tensor, tol: float) -> None:
+        """Record the running rows' losses: best z so far, and progress of the attempt."""
+        better = loss < self.best_loss[rows]
+        r_better = rows[better]
+        self.best_loss[r_better] = loss[better]
+        self.best_l1[r_better] = l1[better]
+        self.best_z[r_better] = z[better]
+        progressed = loss < self.attempt_best[rows] - tol
+        self.attempt_best[rows] = torch.minimum(self.attempt_best[rows], loss)
+        self.idle[rows] = torch.where(progressed, 0, self.idle[rows] + 1)
+
+    def restarts_and_stops(self, rows: torch.Tensor, cfg: InversionParams
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks over ``rows``: which restart now, which stop now (and are marked done)."""
+        may_restart = torch.zeros_like(rows, dtype=torch.bool)
+        if cfg.restart_threshold is not None:
+            may_restart = ((self.restarts[rows] < cfg.max_restarts)
+                           & (self.best_loss[rows] > cfg.restart_threshold))
+        restart = may_restart & (self.t[rows] >= cfg.restart_after)
+        restart_due = may_restart & (self.t[rows] < cfg.restart_after)
+        stop = (self.idle[rows] >= cfg.patience) & ~restart_due & ~restart
+        self.done[rows[stop]] = True
+        return restart, stop
+
+    def reset(self, r: torch.Tensor) -> None:
+        """Fresh Adam moments and attempt bookkeeping for rows ``r`` (their p already new)."""
+        self.restarts[r] += 1
+        self.m[r], self.v[r], self.t[r] = 0.0, 0.0, 0
+        self.attempt_best[r] = float("inf")
+        self.idle[r] = 0
+
+    def write(self, res: InversionResult, s: int, e: int) -> None:
+        """Copy this batch's outcome into rows ``s:e`` of ``res``."""
+        res.z[s:e] = self.best_z.detach().cpu().numpy()
+        res.loss[s:e] = self.best_loss.cpu().numpy()
+        res.l1[s:e] = self.best_l1.cpu().numpy()
+        res.restarts[s:e] = self.restarts.cpu().numpy()
+        res.steps_run[s:e] = self.steps_run.cpu().numpy()
+
+
+@contextmanager
+def _eval_mode(G: nn.Module) -> Iterator[None]:
+    """G in eval mode (no batch statistics: rows must not interact), restored after."""
+    was_training = G.training
+    G.eval()
+    try:
+        yield
+    finally:
+        G.train(was_training)
+
+
+def _check(G: nn.Module, images: np.ndarray, seed: int, first_index: int, device,
+           out: np.ndarray | None) -> tuple[torch.device, int, np.ndarray]:
+    """Refuse bad inputs before any work; the device, z_dim and the z output array."""
+    if seed < 0 or first_index < 0:
+        raise ValueError(f"seed and first_index must be >= 0, got {seed}, {first_index}")
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        raise ValueError(f"images must be a uint8 numpy array [N, H, W, 3], "
+                         f"got {type(images).__name__} {getattr(images, 'dtype', '')}")
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+        raise ValueError(f"images must be uint8 [N, H, W, 3] with N > 0, got {images.shape}")
+    params = list(G.parameters())
+    if device is None:
+        dev = params[0].device if params else pick_device(None)
+    else:
+        dev = pick_device(device)
+        if params and params[0].device != dev:
+            raise ValueError(f"G is on {params[0].device} but device={dev!s}; move G first")
+    z_dim = int(getattr(G, "z_dim", BEGANParams().z_dim))
+    n = len(images)
+    if out is None:
+        out = np.zeros((n, z_dim), np.float32)
+    elif out.shape != (n, z_dim) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 [{n}, {z_dim}], got {out.dtype} {out.shape}")
+    with _eval_mode(G), torch.no_grad():
+        probe = G(torch.zeros(1, z_dim, device=dev))
+    h, w = images.shape[1:3]
+    if tuple(probe.shape) != (1, 3, h, w):
+        raise ValueError(f"images are {h}x{w} RGB but G(z) has shape {tuple(probe.shape[1:])} "
+                         f"per image (expected (3, {h}, {w}))")
+    return dev, z_dim, out
+
+
 def invert(
     G: nn.Module,
-    images: np.ndarray,
+    images: np.ndarray,                     # uint8 [N, H, W, 3], may be a memmap
+    cfg: InversionParams,                   # steps, Adam, loss, constraint, restarts, early stop
     *,
-    steps: int = 500,                       # loop iterations per image (Adam updates, at most)
-    lr: float = 0.1,                        # Adam learning rate (paper: 0.1)
-    betas: tuple[float, float] = (0.9, 0.999),
-    loss: str = "l1",                       # "l1" (paper text) or "mse" (authors' code)
-    constraint: str = "clamp",              # keep z in [-1, 1]: "clamp" or "tanh"
-    restart_threshold: float | None = 0.1,  # restart if best loss still above; None = never
-    restart_after: int = 20,                # ... after this many updates of an attempt
-    max_restarts: int = 3,                  # at most this many fresh z per image
-    tol: float = 1e-4,                      # an improvement smaller than this does not count
-    patience: int | None = 20,              # stop an image after this many idle steps; None = never
-    batch_size: int = 256,                  # images optimised together
-    seed: int = 0,
+    seed: int,                              # start and restart points
     first_index: int = 0,                   # global index of images[0] (for chunked/sharded runs)
     device: str | torch.device | None = None,  # None = the device of G's parameters
     progress: bool = True,
@@ -78,13 +197,20 @@ def invert(
     """Find, for every image, the latent z in [-1, 1]^z_dim whose G(z) is closest to it.
 
     ``G`` is any module mapping ``z [n, z_dim]`` to images ``[n, 3, H, W]`` in about
-    [-1, 1] (``z_dim`` = ``G.z_dim`` if it has one, else 64); ``images`` are uint8
+    [-1, 1] (``z_dim`` = ``G.z_dim`` if it has one, else ``BEGANParams.z_dim``); ``images`` are uint8
     ``[N, H, W, 3]`` and may be a read-only np.memmap larger than memory: they are read
     one batch at a time and the z are written into ``out`` (pass an np.memmap for that).
 
+    ``cfg`` is the inversion section of the parameters: ``steps``, ``lr``, ``beta1``/``beta2``,
+    ``loss``, ``constraint``, ``restart_threshold``/``restart_after``/``max_restarts``,
+    ``tol``/``patience`` and ``batch_size`` (its ``n_train``/``n_mirror`` are the stage's).
+    ``seed`` and ``first_index`` (the global index of ``images[0]``, for chunked or sharded
+    runs) fix the start points; ``device`` None is the device of G's parameters; ``out``
+    (float32 ``[N, z_dim]``, e.g. an np.memmap) receives the z.
+
     Loss per image: the pixel mean of |x - G(z)| ("l1", the paper's text) or of
     (x - G(z))^2 ("mse", the authors' code), images in [-1, 1]. Adam, lr 0.1,
-    betas (0.9, 0.999), as in the paper.
+    betas (0.9, 0.999) in the paper.
 
     Independence: the batch objective is the SUM of the per-image losses, so the gradient
     with respect to z_i is the one image i would get alone; Adam (and the clamp) act per
@@ -102,9 +228,10 @@ def invert(
     reachable. "tanh" optimises w with z = tanh(w): it never reaches +-1, and a coordinate
     near the boundary moves by only about lr * (1 - z^2) per step, so it is slow to leave.
 
-    Restarts (the authors' rule): once an attempt has taken ``restart_after`` updates, an
-    image whose best loss so far is above ``restart_threshold`` gets a fresh random z and
-    fresh Adam moments, at most ``max_restarts`` times. Unlike the authors' code, which
+    Restarts (the authors' rule; off when ``restart_threshold`` is None): once an attempt
+    has taken ``restart_after`` updates, an image whose best loss so far is above
+    ``restart_threshold`` gets a fresh random z and fresh Adam moments, at most
+    ``max_restarts`` times. Unlike the authors' code, which
     saved the last z, every image keeps its BEST z over all attempts. ``steps`` bounds the
     loop over all attempts together (the authors reset their 500-step counter on restart).
     The authors' threshold, 0.1, was on the MSE; on the L1 loss the same faces score
@@ -118,156 +245,66 @@ def invert(
     [0, 1] (G(z) clamped to the valid range, as it would be shown), the unit of the
     project's inversion metrics.
     """
-    # ---- checks, before any work
-    if not isinstance(steps, (int, np.integer)) or steps <= 0:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if loss not in ("l1", "mse"):
-        raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
-    if constraint not in ("clamp", "tanh"):
-        raise ValueError(f"constraint must be 'clamp' or 'tanh', got {constraint!r}")
-    if restart_after < 1 or max_restarts < 0:
-        raise ValueError(f"need restart_after >= 1 and max_restarts >= 0, "
-                         f"got {restart_after}, {max_restarts}")
-    if patience is not None and patience < 1:
-        raise ValueError(f"patience must be >= 1 or None, got {patience}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if seed < 0 or first_index < 0:
-        raise ValueError(f"seed and first_index must be >= 0, got {seed}, {first_index}")
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-        raise ValueError(f"images must be a uint8 numpy array [N, H, W, 3], "
-                         f"got {type(images).__name__} {getattr(images, 'dtype', '')}")
-    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
-        raise ValueError(f"images must be uint8 [N, H, W, 3] with N > 0, got {images.shape}")
-    params = list(G.parameters())
-    if device is None:
-        dev = params[0].device if params else pick_device(None)
-    else:
-        dev = pick_device(device)
-        if params and params[0].device != dev:
-            raise ValueError(f"G is on {params[0].device} but device={dev!s}; move G first")
-    z_dim = int(getattr(G, "z_dim", 64))
+    dev, z_dim, out = _check(G, images, seed, first_index, device, out)
     n = len(images)
-    if out is None:
-        out = np.zeros((n, z_dim), np.float32)
-    elif out.shape != (n, z_dim) or out.dtype != np.float32:
-        raise ValueError(f"out must be float32 [{n}, {z_dim}], got {out.dtype} {out.shape}")
-    was_training = G.training
-    G.eval()  # no batch statistics: rows must not interact
-    with torch.no_grad():
-        probe = G(torch.zeros(1, z_dim, device=dev))
-    h, w = images.shape[1:3]
-    if tuple(probe.shape) != (1, 3, h, w):
-        G.train(was_training)
-        raise ValueError(f"images are {h}x{w} RGB but G(z) has shape {tuple(probe.shape[1:])} "
-                         f"per image (expected (3, {h}, {w}))")
-    res_loss = np.zeros(n, np.float32)
-    res_l1 = np.zeros(n, np.float32)
-    res_restarts = np.zeros(n, np.int32)
-    res_steps = np.zeros(n, np.int32)
+    res = InversionResult(out, np.zeros(n, np.float32), np.zeros(n, np.float32),
+                          np.zeros(n, np.int32), np.zeros(n, np.int32))
+    to_z, to_p = _PARAMETRISATIONS[cfg.constraint]
+    betas = (cfg.beta1, cfg.beta2)
 
-    # z = to_z(p): the optimised parameter p is z itself (clamp) or atanh(z) (tanh)
-    if constraint == "tanh":
-        def to_z(p): return torch.tanh(p)
-        def to_p(z): return torch.atanh(z.clamp(-1 + 1e-6, 1 - 1e-6))
-    else:
-        def to_z(p): return p
-        def to_p(z): return z
-
-    bar = tqdm(total=n, unit="img", desc="invert", disable=not progress)
-    try:
-        for s in range(0, n, batch_size):
-            e = min(s + batch_size, n)
-            b = e - s
-            x = to_tensor(np.array(images[s:e]), dev)  # read this batch only; [-1, 1]
+    with _eval_mode(G), tqdm(total=n, unit="img", desc="invert", disable=not progress) as bar:
+        for s in range(0, n, cfg.batch_size):
+            e = min(s + cfg.batch_size, n)
+            x = to_tensor(images[s:e], dev)  # read this batch only; [-1, 1]
 
             # ---- initialisation: one uniform z per image, own Adam state per row
             z0 = start_z(seed, np.arange(first_index + s, first_index + e), 0, z_dim)
             p = to_p(torch.from_numpy(z0).to(dev))
-            m, v = torch.zeros_like(p), torch.zeros_like(p)
-            t = torch.zeros(b, dtype=torch.long, device=dev)       # updates in this attempt
-            best_z = to_z(p).clone()
-            best_loss = torch.full((b,), float("inf"), device=dev)
-            best_l1 = torch.full((b,), float("inf"), device=dev)
-            attempt_best = torch.full((b,), float("inf"), device=dev)
-            idle = torch.zeros(b, dtype=torch.long, device=dev)    # steps without progress
-            restarts = torch.zeros(b, dtype=torch.long, device=dev)
-            steps_run = torch.zeros(b, dtype=torch.long, device=dev)
-            done = torch.zeros(b, dtype=torch.bool, device=dev)
+            st = _Rows.start(p, to_z(p))
 
-            for it in range(steps + 1):  # the last pass only evaluates the last update
-                rows = torch.nonzero(~done).squeeze(1)  # one sync per step: stopped rows skip G
+            for it in range(cfg.steps + 1):  # the last pass only evaluates the last update
+                rows = torch.nonzero(~st.done).squeeze(1)  # one sync per step: stopped rows skip G
                 if rows.numel() == 0:
                     break
 
                 # ---- loss of the current z of every running image
-                p_a = p[rows].requires_grad_(True)
+                p_a = st.p[rows].requires_grad_(True)
                 z_a = to_z(p_a)
                 x_hat = G(z_a)
                 diff = x_hat - x[rows]
-                loss_a = (diff.abs() if loss == "l1" else diff.square()).mean(dim=(1, 2, 3))
+                loss_a = (diff.abs() if cfg.loss == "l1" else diff.square()).mean(dim=(1, 2, 3))
 
-                # ---- best tracking: each image keeps its best z over all attempts
+                # ---- best z kept: each image keeps its best z over all attempts
                 with torch.no_grad():
                     l1_a = (x_hat.clamp(-1, 1) - x[rows]).abs().mean(dim=(1, 2, 3)) / 2
-                    better = loss_a < best_loss[rows]
-                    r_better = rows[better]
-                    best_loss[r_better] = loss_a[better]
-                    best_l1[r_better] = l1_a[better]
-                    best_z[r_better] = z_a[better]
-                    progressed = loss_a < attempt_best[rows] - tol
-                    attempt_best[rows] = torch.minimum(attempt_best[rows], loss_a)
-                    idle[rows] = torch.where(progressed, 0, idle[rows] + 1)
-                if it == steps:
+                    st.keep_best(rows, loss_a, l1_a, z_a, cfg.tol)
+                if it == cfg.steps:
                     break
 
-                # ---- restarts (authors' rule) and per-image early stop
+                # ---- restarts (authors' rule): a fresh z; per-image early stop
                 with torch.no_grad():
-                    may_restart = torch.zeros_like(rows, dtype=torch.bool)
-                    if restart_threshold is not None:
-                        may_restart = ((restarts[rows] < max_restarts)
-                                       & (best_loss[rows] > restart_threshold))
-                    restart = may_restart & (t[rows] >= restart_after)
-                    stop = torch.zeros_like(restart)
-                    if patience is not None:
-                        restart_due = may_restart & (t[rows] < restart_after)
-                        stop = (idle[rows] >= patience) & ~restart_due & ~restart
-                    done[rows[stop]] = True
-
+                    restart, stop = st.restarts_and_stops(rows, cfg)
                     r = rows[restart]
                     if r.numel():
                         for k in r.tolist():  # a few rows, a few times per batch
-                            attempt = int(restarts[k]) + 1
+                            attempt = int(st.restarts[k]) + 1
                             fresh = start_z(seed, np.array([first_index + s + k]), attempt, z_dim)
-                            p[k] = to_p(torch.from_numpy(fresh[0]).to(dev))
-                        restarts[r] += 1
-                        m[r], v[r], t[r] = 0.0, 0.0, 0
-                        attempt_best[r] = float("inf")
-                        idle[r] = 0
+                            st.p[k] = to_p(torch.from_numpy(fresh[0]).to(dev))
+                        st.reset(r)
 
                 # ---- Adam update on the rows that neither stopped nor restarted
                 (grad,) = torch.autograd.grad(loss_a.sum(), p_a)  # sum: per-image gradients
                 with torch.no_grad():
                     go = ~(stop | restart)
                     upd = rows[go]
-                    _adam_rows(p, grad[go], m, v, t, upd, lr, betas)
-                    if constraint == "clamp":
-                        p[upd] = p[upd].clamp(-1.0, 1.0)
-                    steps_run[upd] += 1
+                    _adam_rows(st.p, grad[go], st.m, st.v, st.t, upd, cfg.lr, betas)
+                    if cfg.constraint == "clamp":
+                        st.p[upd] = st.p[upd].clamp(-1.0, 1.0)
+                    st.steps_run[upd] += 1
 
-            # ---- write this batch's results
-            out[s:e] = best_z.detach().cpu().numpy()
-            res_loss[s:e] = best_loss.cpu().numpy()
-            res_l1[s:e] = best_l1.cpu().numpy()
-            res_restarts[s:e] = restarts.cpu().numpy()
-            res_steps[s:e] = steps_run.cpu().numpy()
-            bar.update(b)
-            bar.set_postfix(loss=float(res_loss[:e].mean()))
-    finally:
-        bar.close()
-        G.train(was_training)
+            st.write(res, s, e)
+            bar.update(e - s)
+            bar.set_postfix(loss=float(res.loss[:e].mean()))
     if isinstance(out, np.memmap):
         out.flush()
-    return InversionResult(out, res_loss, res_l1, res_restarts, res_steps)
+    return res

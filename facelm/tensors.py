@@ -12,14 +12,25 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
-def to_tensor(images: np.ndarray, device: str | torch.device | None = None) -> torch.Tensor:
-    """uint8 ``[N, H, W, 3]`` (or one ``[H, W, 3]``) to float NCHW in [-1, 1] on ``device``."""
-    arr = np.asarray(images)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"images must be uint8, got {arr.dtype}")
-    # a read-only memmap slice is copied: torch cannot wrap non-writable memory
-    arr = np.ascontiguousarray(arr) if arr.flags.writeable else np.array(arr)
-    t = torch.from_numpy(arr).to(pick_device(device))
+def to_tensor(images: np.ndarray | torch.Tensor, device: str | torch.device | None = None
+              ) -> torch.Tensor:
+    """uint8 ``[N, H, W, 3]`` (or one ``[H, W, 3]``) to float NCHW in [-1, 1] on ``device``.
+
+    The one uint8 -> [-1, 1] conversion (x / 127.5 - 1). A numpy array goes to
+    ``pick_device(device)``; a uint8 torch tensor stays on its device unless ``device`` is
+    given (so a batch can be moved as bytes first, then converted where it lands).
+    """
+    if torch.is_tensor(images):
+        if images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8, got {images.dtype}")
+        t = images if device is None else images.to(pick_device(device))
+    else:
+        arr = np.asarray(images)
+        if arr.dtype != np.uint8:
+            raise ValueError(f"images must be uint8, got {arr.dtype}")
+        # a read-only memmap slice is copied: torch cannot wrap non-writable memory
+        arr = np.ascontiguousarray(arr) if arr.flags.writeable else np.array(arr)
+        t = torch.from_numpy(arr).to(pick_device(device))
     t = t.permute(0, 3, 1, 2) if t.ndim == 4 else t.permute(2, 0, 1)
     return t.float().div_(127.5).sub_(1.0)
 

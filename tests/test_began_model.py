@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from facelm.models.began import (Discriminator, Generator, count_params, load_discriminator,
-                          load_generator, save_model)
+from facelm.models.began import (Discriminator, Generator, load_discriminator, load_generator,
+                                 save_model)
+from facelm.models.common import count_params
 from facelm.checkpoint import load_weights
 from facelm.tensors import sample_z
 
@@ -140,3 +141,28 @@ def test_equal_weights_give_equal_files_across_processes(tmp_path):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{name}.safetensors")], check=True)
     data = {(tmp_path / f"{n}.safetensors").read_bytes() for n in "abc"}
     assert len(data) == 1
+
+
+def test_skip_connections_feed_h0_to_every_block_and_round_trip(tmp_path):
+    """BEGAN's skip option: each block's first conv reads 2w channels (x and upsampled h0);
+    off, the architecture and its saved metadata are the authors' exactly."""
+    import torch
+
+    from facelm.models.began import Discriminator, Generator, load_generator, save_model
+    from facelm.models.common import count_params
+
+    plain, skip = Generator(32, 8, 16, seed=0), Generator(32, 8, 16, seed=0, skip=True)
+    assert "skip" not in plain.config() and skip.config()["skip"] is True
+    # 3 blocks (8, 16, 32 px), each first conv 3x3 from 2w instead of w: 3 * 9 * 8 * 8 more weights
+    assert count_params(skip) - count_params(plain) == 3 * 9 * 8 * 8
+    z = torch.rand(4, 16) * 2 - 1
+    assert skip(z).shape == (4, 3, 32, 32)
+    # h0 really reaches the last block: zeroing its half of the last block's input changes G(z)
+    with torch.no_grad():
+        before = skip(z)
+        skip.blocks[-1][0].weight[:, 8:] = 0
+        assert not torch.allclose(before, skip(z))
+    save_model(tmp_path / "g.safetensors", skip)
+    again = load_generator(tmp_path / "g.safetensors")
+    assert again.skip and torch.equal(again(z), skip(z))
+    assert Discriminator(32, 8, 16, skip=True)(torch.zeros(2, 3, 32, 32)).shape == (2, 3, 32, 32)

@@ -14,13 +14,26 @@ import numpy as np
 import pytest
 import torch
 
-from facelm.models.began import Discriminator, Generator, load_generator
-from facelm.training.began import BEGANLoss, _derive_seed, _match_layout, train_began
 from facelm.checkpoint import load_state, load_weights, state_digest
+from facelm.config import BEGANParams, replace
+from facelm.models.began import Discriminator, Generator, load_generator
+from facelm.training.began import _auto, m_final, train_began
+from facelm.training.common import derive_seed, match_layout
+from facelm.training.loss import BEGANLoss
 
 torch.set_num_threads(1)  # determinism between the in-process runs and the subprocesses
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(size=32, width=4, z_dim=8, batch_size=4, progress=False, sample_every=0)
+# a tiny run: "never" checkpoint/sample is a period beyond the run (the end still saves)
+TINY = replace(BEGANParams(), width=4, z_dim=8, batch_size=4, best_window=2,
+               sample_every=10_000, checkpoint_every=10_000)
+
+
+def tiny(**changes) -> BEGANParams:
+    return replace(TINY, **changes)
+
+
+def loss_fn(**changes) -> BEGANLoss:
+    return BEGANLoss(replace(BEGANParams(), **changes))
 
 
 @pytest.fixture(scope="module")
@@ -34,39 +47,39 @@ def images():
 def test_recon_loss_eta():
     v = torch.tensor([[0.0, 1.0], [-1.0, 0.5]])
     rec = torch.tensor([[0.5, 1.0], [0.0, 0.0]])
-    assert BEGANLoss(eta=1).recon(v, rec).item() == pytest.approx((0.5 + 0 + 1 + 0.5) / 4)
-    assert BEGANLoss(eta=2).recon(v, rec).item() == pytest.approx((0.25 + 0 + 1 + 0.25) / 4)
+    assert loss_fn(eta=1).recon(v, rec).item() == pytest.approx((0.5 + 0 + 1 + 0.5) / 4)
+    assert loss_fn(eta=2).recon(v, rec).item() == pytest.approx((0.25 + 0 + 1 + 0.25) / 4)
 
 
 def test_k_update_and_clip():
-    f = BEGANLoss(gamma=0.5, lambda_k=0.1)
+    f = loss_fn(gamma=0.5, lambda_k=0.1)
     t = torch.tensor
     assert f.update_k(t(0.5), t(0.2), t(0.05)).item() == pytest.approx(0.5 + 0.1 * (0.1 - 0.05))
     assert f.update_k(t(0.0), t(0.2), t(0.9)).item() == 0.0  # clipped below
-    assert BEGANLoss(0.5, 10.0).update_k(t(0.99), t(0.4), t(0.0)).item() == 1.0  # clipped above
+    assert loss_fn(gamma=0.5, lambda_k=10.0).update_k(t(0.99), t(0.4), t(0.0)).item() == 1.0  # clipped above
 
 
 def test_convergence_measure():
-    f = BEGANLoss(gamma=0.5)
+    f = loss_fn(gamma=0.5)
     assert f.convergence(torch.tensor(0.2), torch.tensor(0.3)).item() == pytest.approx(0.4)
     assert f.convergence(torch.tensor(0.2), torch.tensor(0.05)).item() == pytest.approx(0.25)
 
 
 def test_d_and_g_loss_with_fixed_discriminators():
-    f = BEGANLoss(gamma=0.5)
+    f = loss_fn(gamma=0.5, k0=0.2)
     x, fake = torch.full((2, 3, 4, 4), 0.5), torch.full((2, 3, 4, 4), -0.25)
-    k = torch.tensor(0.2)
-    loss_D, L_real, L_fake = f.d_loss(lambda v: torch.zeros_like(v), x, fake, k)
+    loss_D, L_real, L_fake = f.d_loss(lambda v: torch.zeros_like(v), x, fake)
     assert (L_real.item(), L_fake.item()) == pytest.approx((0.5, 0.25))
     assert loss_D.item() == pytest.approx(0.5 - 0.2 * 0.25)
     assert f.g_loss(lambda v: v, fake).item() == 0.0  # a perfect auto-encoder
 
 
-def test_bad_loss_args():
-    with pytest.raises(ValueError, match="gamma"):
-        BEGANLoss(gamma=0.0)
-    with pytest.raises(ValueError, match="eta"):
-        BEGANLoss(eta=0)
+def test_loss_holds_k_and_update_advances_it():
+    f = loss_fn(gamma=0.5, lambda_k=0.1, k0=0.25)
+    assert f.k.item() == 0.25
+    M = f.update(torch.tensor(0.2), torch.tensor(0.05))
+    assert f.k.item() == pytest.approx(0.25 + 0.1 * (0.1 - 0.05))
+    assert M.item() == pytest.approx(0.2 + 0.05)
 
 
 @pytest.mark.parametrize("k", [0.0, 0.3])
@@ -74,8 +87,8 @@ def test_joint_step_gradients_equal_two_backward_passes(k):
     torch.manual_seed(0)
     G, D = Generator(32, 4, 8, seed=1), Discriminator(32, 4, 8, seed=2)
     x, z, kt = torch.rand(3, 3, 32, 32) * 2 - 1, torch.rand(3, 8) * 2 - 1, torch.tensor(k)
-    f = BEGANLoss()
-    objective, L_real, L_fake = f.joint(G, D, x, z, kt)
+    f = loss_fn(k0=k)
+    objective, L_real, L_fake = f(G, D, x, z)
     objective.backward()
     # reference: the authors' two gradients from the same forward, computed separately
     fake = G(z)
@@ -88,34 +101,43 @@ def test_joint_step_gradients_equal_two_backward_passes(k):
 
 
 # ----------------------------------------------------------------------------- trainer
+def test_m_final_is_the_mean_over_the_last_percent():
+    M = np.arange(250, dtype=np.float32)
+    assert m_final(M) == pytest.approx((248 + 249) / 2)  # 1 % of 250 = 2 steps
+    assert m_final(M[:50]) == 49.0  # fewer than 100 steps: the last one
+    assert np.isnan(m_final(np.array([], np.float32)))
+
+
 @pytest.mark.parametrize("update", ["joint", "alternate"])
 def test_short_run_learns_and_writes_files(images, tmp_path, update):
-    r = train_began(images, out_dir=tmp_path, steps=16, lr=1e-3, best_window=8,
-                    checkpoint_every=0, update=update, **TINY)
+    cfg = tiny(steps=16, lr=1e-3, best_window=8, update=update)
+    r = train_began(images, cfg, tmp_path, seed=0, progress=False)
     assert r.steps == 16 and r.M.shape == r.k.shape == (16,)
     assert r.L_real[-4:].mean() < r.L_real[:4].mean()  # the auto-encoder learns colours
     for name in ("generator.safetensors", "generator_last.safetensors",
                  "discriminator.safetensors", "checkpoint/state.pt"):
         assert (tmp_path / name).is_file(), name
     # the history obeys the BEGAN recurrences
-    k_prev = np.concatenate([[0.0], r.k[:-1]])
-    np.testing.assert_allclose(r.k, np.clip(k_prev + 0.001 * (0.5 * r.L_real - r.L_fake), 0, 1),
-                               atol=1e-6)
-    np.testing.assert_allclose(r.M, r.L_real + np.abs(0.5 * r.L_real - r.L_fake), rtol=1e-5)
+    k_prev = np.concatenate([[cfg.k0], r.k[:-1]])
+    np.testing.assert_allclose(
+        r.k, np.clip(k_prev + cfg.lambda_k * (cfg.gamma * r.L_real - r.L_fake), 0, 1), atol=1e-6)
+    np.testing.assert_allclose(r.M, r.L_real + np.abs(cfg.gamma * r.L_real - r.L_fake), rtol=1e-5)
     # "best" = lowest mean M over windows of 8 steps; generator.safetensors is that G
     windows = r.M.reshape(2, 8).mean(1)
     assert r.best_step == 8 * (int(np.argmin(windows)) + 1)
     assert r.best_M == pytest.approx(windows.min(), rel=1e-5)
     _, meta = load_weights(tmp_path / "generator.safetensors")
     assert meta["step"] == r.best_step and meta["role"] == "best"
-    assert r.M_final == pytest.approx(float(r.M[-1]))
+    assert r.M_final == m_final(r.M) == pytest.approx(float(r.M[-1]))
+    assert r.resumed_from is None and "starting fresh" in r.resume_message
 
 
 def test_callbacks_samples_and_lr_decay(images, tmp_path):
     events = []
-    r = train_began(images, out_dir=tmp_path, steps=6, best_window=3, checkpoint_every=4,
-                    lr=1e-3, lr_decay=0.5, lr_decay_every=2, **{**TINY, "sample_every": 3},
-                    n_sample=5, callbacks=[lambda e, s: events.append((e, s))])
+    cfg = tiny(steps=6, best_window=3, checkpoint_every=4, lr=1e-3, lr_decay=0.5,
+               lr_decay_every=2, sample_every=3)
+    r = train_began(images, cfg, tmp_path, seed=0, progress=False, n_sample=5,
+                    callbacks=[lambda e, s: events.append((e, s))])
     names = [e for e, _ in events]
     assert names[0] == "start" and names[-1] == "end"
     steps = [s for e, s in events if e == "step"]
@@ -133,45 +155,48 @@ def test_callbacks_samples_and_lr_decay(images, tmp_path):
     assert events[-1][1]["result"] is r
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"steps": 0}, "steps"), ({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr"),
-    ({"gamma": 1.5}, "gamma"), ({"gamma": 0.0}, "gamma"), ({"size": 48}, "size"),
-    ({"size": 64}, "images must be uint8"), ({"update": "both"}, "update"),
-    ({"batch_size": 100}, "batch_size"), ({"lr_decay": 2.0}, "lr_decay"),
-    ({"bf16": "yes"}, "bf16"),
-])
-def test_argument_validation(images, tmp_path, kwargs, match):
-    args = {**TINY, "steps": 2, **kwargs}
-    with pytest.raises(ValueError, match=match):
-        train_began(images, out_dir=tmp_path, **args)
-    with pytest.raises(ValueError, match="uint8"):
-        train_began(images.astype(np.float32), out_dir=tmp_path, **{**TINY, "steps": 2})
+def test_image_validation_before_any_work(images, tmp_path):
+    cfg = tiny(steps=2)
+    for bad, match in [(images.astype(np.float32), "uint8"), (images[:, :24, :24], "uint8"),
+                       (images[:3], "batch_size"), (list(images), "numpy array")]:
+        with pytest.raises(ValueError, match=match):
+            train_began(bad, cfg, tmp_path, seed=0, progress=False)
+    with pytest.raises(ValueError, match="sync_every"):
+        train_began(images, cfg, tmp_path, seed=0, progress=False, sync_every=0)
     assert not (tmp_path / "checkpoint").exists()  # nothing done before validation
 
 
-def test_cli_rejects_a_missing_file(tmp_path):
-    from facelm.training.began import main
-    with pytest.raises(FileNotFoundError, match="--images"):
-        main(["--images", str(tmp_path / "none.npy"), "--out", str(tmp_path), "--size", "32",
-              "--steps", "2"])
+def test_auto_flags():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert (_auto("auto", cpu, "bf16"), _auto("auto", cuda, "bf16")) == (False, True)
+    assert (_auto("on", cpu, "bf16"), _auto("off", cuda, "bf16"), _auto(True, cpu, "x")) == (True, False, True)
+    with pytest.raises(ValueError, match="bf16"):
+        _auto("yes", cpu, "bf16")
 
 
-def test_changed_config_does_not_resume(images, tmp_path):
-    base = dict(out_dir=tmp_path, steps=4, checkpoint_every=0, **TINY)
-    first = train_began(images, **base)
+def test_changed_config_does_not_resume(images, tmp_path, capsys):
+    base = tiny(steps=4)
+    first = train_began(images, base, tmp_path, seed=0, progress=False)
     with pytest.warns(UserWarning, match=r"different configuration \(differs in: gamma\)"):
-        fresh = train_began(images, **{**base, "gamma": 0.7})
+        fresh = train_began(images, replace(base, gamma=base.gamma / 2), tmp_path, seed=0, progress=False)
     assert fresh.resumed_from is None
     assert list((tmp_path / "checkpoint").glob("stale-*.pt"))
     steps_seen = []
-    again = train_began(images, **{**base, "gamma": 0.7},
+    capsys.readouterr()
+    again = train_began(images, replace(base, gamma=base.gamma / 2), tmp_path, seed=0, progress=False,
                         callbacks=[lambda e, s: steps_seen.append(e)])
     assert again.resumed_from == 4 and "resume" in steps_seen and "step" not in steps_seen
     assert again.weights_digest == fresh.weights_digest != first.weights_digest
-    # other data: no resume either
+    # the console (and the notebook's output) says so
+    assert "BEGAN: resumed from step 4" in capsys.readouterr().out
+    assert again.resume_message.startswith("BEGAN: resumed from step 4")
+    # other data or another seed: no resume either
     with pytest.warns(UserWarning, match="data"):
-        other = train_began(255 - images, **{**base, "gamma": 0.7})
+        other = train_began(255 - images, replace(base, gamma=base.gamma / 2), tmp_path, seed=0,
+                            progress=False)
     assert other.resumed_from is None
+    with pytest.warns(UserWarning, match="seed"):
+        train_began(255 - images, replace(base, gamma=base.gamma / 2), tmp_path, seed=1, progress=False)
 
 
 def test_loaded_adam_moments_take_the_parameter_layout():
@@ -184,7 +209,7 @@ def test_loaded_adam_moments_take_the_parameter_layout():
     G2 = Generator(32, 4, 8).to(memory_format=torch.channels_last)
     opt2 = torch.optim.Adam(G2.parameters())
     opt2.load_state_dict(opt.state_dict())
-    _match_layout(opt2)
+    match_layout(opt2)
     for p, q in zip(G.parameters(), G2.parameters()):
         for key in ("exp_avg", "exp_avg_sq"):
             assert opt2.state[q][key].stride() == q.stride()
@@ -194,18 +219,19 @@ def test_loaded_adam_moments_take_the_parameter_layout():
 _KILLED_RUN = """
 import sys, time, numpy as np, torch
 torch.set_num_threads(1)
+from facelm.config import BEGANParams, replace
 from facelm.training.began import train_began
 images = np.load(sys.argv[1])
 slow = lambda event, state: time.sleep(0.2) if event == "step" else None  # time to be killed
-train_began(images, out_dir=sys.argv[2], steps=int(sys.argv[3]), checkpoint_every=4,
-            best_window=4, size=32, width=4, z_dim=8, batch_size=4, progress=False,
-            sample_every=0, callbacks=[slow])
+cfg = replace(BEGANParams(), steps=int(sys.argv[3]), checkpoint_every=4, best_window=4,
+              width=4, z_dim=8, batch_size=4, sample_every=10_000)
+train_began(images, cfg, sys.argv[2], seed=0, progress=False, callbacks=[slow])
 """
 
 
 def test_resume_after_sigkill_is_exact(images, tmp_path):
-    steps, common = 12, dict(steps=12, best_window=4, **TINY)
-    ref = train_began(images, out_dir=tmp_path / "ref", checkpoint_every=0, **common)
+    steps, cfg = 12, tiny(steps=12, best_window=4)
+    ref = train_began(images, cfg, tmp_path / "ref", seed=0, progress=False)
 
     np.save(tmp_path / "images.npy", images)
     script = tmp_path / "run.py"
@@ -227,7 +253,7 @@ def test_resume_after_sigkill_is_exact(images, tmp_path):
     killed_at = load_state(out / "checkpoint" / "state.pt")["step"]
     assert 0 < killed_at < steps
 
-    resumed = train_began(images, out_dir=out, checkpoint_every=4, **common)
+    resumed = train_began(images, replace(cfg, checkpoint_every=4), out, seed=0, progress=False)
     assert resumed.resumed_from == killed_at
     for name in ("generator_last", "discriminator", "generator"):
         a, _ = load_weights(tmp_path / "ref" / f"{name}.safetensors")
@@ -239,21 +265,59 @@ def test_resume_after_sigkill_is_exact(images, tmp_path):
     assert resumed.best_step == ref.best_step
 
 
+# ----------------------------------------------------------------------------- CLI
+def _parser():
+    import argparse
+
+    from facelm.training.began import add_parser
+
+    parser = argparse.ArgumentParser(prog="facelm")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_cli_reads_the_params_file_and_flags_override_it(tmp_path):
+    from facelm.training.began import cli_settings
+
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 3\nthreads: 1\nbegan:\n  steps: 900\n  gamma: 0.6\n  width: 8\n")
+    args = _parser().parse_args(["train-began", "--params", str(params), "--images", "x.npy",
+                                 "--out", "o", "--steps", "5", "--best-window", "5", "--lambda-k", "0.01",
+                                 "--update", "alternate", "--compile", "off"])
+    cfg, seed, threads = cli_settings(args)
+    assert (cfg.steps, cfg.lambda_k, cfg.update, cfg.compile) == (5, 0.01, "alternate", False)
+    assert (cfg.gamma, cfg.width, seed, threads) == (0.6, 8, 3, 1)  # from the file
+    assert cfg.lr == BEGANParams().lr  # neither: config.py's default
+    args = _parser().parse_args(["train-began", "--params", str(params), "--images", "x.npy",
+                                 "--out", "o", "--seed", "7", "--threads", "0"])
+    assert cli_settings(args)[1:] == (7, 0)
+
+
+def test_cli_rejects_a_missing_file(tmp_path):
+    args = _parser().parse_args(["train-began", "--images", str(tmp_path / "none.npy"),
+                                 "--out", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="--images"):
+        args.func(args)
+
+
 def test_ddp_two_cpu_processes_keep_identical_replicas(images, tmp_path):
     np.save(tmp_path / "images.npy", images)
     out = tmp_path / "ddp"
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 0\nbegan:\n  width: 4\n  z_dim: 8\n  batch_size: 4\n"
+                      "  steps: 3\n  best_window: 3\n  lr: 1.0e-3\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "facelm.training.began", "--images", str(tmp_path / "images.npy"), "--out", str(out),
-           "--size", "32", "--width", "4", "--z-dim", "8", "--batch-size", "4", "--steps", "3",
-           "--best-window", "3", "--lr", "1e-3", "--device", "cpu", "--no-progress"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "facelm", "train-began", "--params", str(params), "--images", str(tmp_path / "images.npy"),
+           "--out", str(out), "--device", "cpu", "--no-progress"]
     p = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     reports = [json.loads(m) for m in re.findall(r'\{"rank".*?\}', p.stdout)]
     assert sorted(r["rank"] for r in reports) == [0, 1]
     assert all(r["world_size"] == 2 and r["steps"] == 3 for r in reports)
     assert reports[0]["weights_digest"] == reports[1]["weights_digest"]  # replicas agree
+    assert p.stdout.count("BEGAN: starting fresh") == 1  # rank 0 reports the decision
     # the files rank 0 wrote are those replicas, and training moved them off the init
     g, _ = load_weights(out / "generator_last.safetensors")
     d, _ = load_weights(out / "discriminator.safetensors")
@@ -262,4 +326,4 @@ def test_ddp_two_cpu_processes_keep_identical_replicas(images, tmp_path):
     assert init["step"] == 3 and len(init["rng"]) == 2  # one RNG state per rank
     assert not torch.equal(init["rng"][0]["sampler"]["perm"], init["rng"][1]["sampler"]["perm"])
     G0 = load_generator(out / "generator_last.safetensors")
-    assert not torch.equal(G0.fc.weight, Generator(32, 4, 8, seed=_derive_seed(0, 1)).fc.weight)
+    assert not torch.equal(G0.fc.weight, Generator(32, 4, 8, seed=derive_seed(0, 1)).fc.weight)

@@ -4,10 +4,11 @@ import shutil
 import numpy as np
 import pytest
 
-from facelm.data.celeba import ATTR_NAMES, CelebA, open_celeba
+from facelm.config import WorldParams, replace
+from facelm.data.celeba import ATTR_NAMES, CelebA, check_tree, open_celeba
 from facelm.data.fakeceleba import make_fake_celeba
-from facelm.landmarks import to_5 as five_points
 from facelm.data.world import render_faces
+from facelm.landmarks import to_5 as five_points
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_wild_layout_in_celeba_own_subfolders(wild_nested):
 
 
 def test_five_points_follow_celeba_definitions():
-    _, lm = render_faces(3, 64, 0, 0, yaw_max=0.0, pitch_max=0.0, roll_max=0.0)
+    _, lm = render_faces(3, 64, 0, 0, world=replace(WorldParams(), yaw_max=0.0, pitch_max=0.0, roll_max=0.0))
     p5 = five_points(lm)
     np.testing.assert_allclose(p5[:, 0], lm[:, 19:25].mean(axis=1), atol=1e-6)
     np.testing.assert_allclose(p5[:, 2], lm[:, 13])
@@ -77,7 +78,7 @@ def _handmade(root, landmarks_rows, count=None, partition="a.jpg 0\nb.jpg 2\n"):
 def test_header_and_whitespace_handling(tmp_path):
     rows = ["a.jpg\t 1 2  3   4 5 6 7 8 9 10\r\n", "\n", "b.jpg    11 12 13 14 15 16 17 18 19 20  \r\n"]
     _handmade(tmp_path, rows, count=2)
-    c = open_celeba(tmp_path)
+    c = open_celeba(tmp_path, "aligned")
     assert c.files == ["a.jpg", "b.jpg"]
     np.testing.assert_array_equal(c.landmarks5[1].ravel(), np.arange(11, 21))
     assert c.partition.tolist() == [0, 2] and c.bbox is None and c.attrs is None
@@ -94,7 +95,7 @@ def test_header_and_whitespace_handling(tmp_path):
 def test_inconsistent_files_raise_naming_the_file(tmp_path, rows, count, partition, match):
     _handmade(tmp_path, rows, count=count, partition=partition)
     with pytest.raises(ValueError, match=match) as err:
-        open_celeba(tmp_path)
+        open_celeba(tmp_path, "aligned")
     assert "list_" in str(err.value)
 
 
@@ -104,7 +105,7 @@ def test_bbox_file_missing_an_image_raises(aligned, tmp_path):
     lines = (root / "list_bbox_celeba.txt").read_text().splitlines()
     (root / "list_bbox_celeba.txt").write_text("\n".join([str(len(lines) - 3)] + lines[1:-1]) + "\n")
     with pytest.raises(ValueError, match="list_bbox_celeba.txt.*not listed"):
-        open_celeba(root)
+        open_celeba(root, "aligned")
 
 
 @pytest.mark.parametrize("missing", ["img_align_celeba", "list_landmarks_align_celeba.txt", "list_eval_partition.txt"])
@@ -125,7 +126,7 @@ def test_wrong_layout_and_root_errors(aligned, tmp_path):
     with pytest.raises(FileNotFoundError, match="img_celeba.*'wild'"):
         open_celeba(aligned.root, "wild")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        open_celeba(tmp_path / "nowhere")
+        open_celeba(tmp_path / "nowhere", "aligned")
     with pytest.raises(ValueError, match="layout"):
         open_celeba(aligned.root, "cropped")
 
@@ -136,7 +137,30 @@ def test_optional_files_and_missing_images(aligned, tmp_path):
     (root / "list_attr_celeba.txt").unlink()
     (root / "list_bbox_celeba.txt").unlink()
     (root / "img_align_celeba" / aligned.files[4]).unlink()
-    c = open_celeba(root)
+    c = open_celeba(root, "aligned")
     assert c.attrs is None and c.bbox is None and len(c) == 10
     assert c.missing_files() == [aligned.files[4]]
     assert c.read_image(4) is None
+
+
+def test_list_file_that_is_not_utf8_names_the_file(tmp_path):
+    """Bytes that are not UTF-8 in a list file: ValueError naming the file and the line (a
+    bare UnicodeDecodeError without the file's name before)."""
+    _handmade(tmp_path, ["a.jpg 1 2 3 4 5 6 7 8 9 10\n"], partition="a.jpg 0\n")
+    path = tmp_path / "list_eval_partition.txt"
+    path.write_bytes(b"a.jpg 0\n\xff\xfeb.jpg 2\n")
+    with pytest.raises(ValueError, match=r"list_eval_partition\.txt: not UTF-8 text \(line 2") as err:
+        open_celeba(tmp_path, "aligned")
+    assert not isinstance(err.value, UnicodeDecodeError) and "\n" not in str(err.value)
+
+
+def test_check_tree_reads_nothing_and_says_what_is_missing(aligned, tmp_path):
+    found = check_tree(aligned.root, "aligned")
+    assert found["partition"].name == "list_eval_partition.txt" and found["images"].is_dir()
+    root = tmp_path / "t"
+    shutil.copytree(aligned.root, root)
+    (root / "list_eval_partition.txt").unlink()
+    (root / "list_landmarks_align_celeba.txt").write_bytes(b"\xff not even text")  # not read
+    with pytest.raises(FileNotFoundError, match="list_eval_partition.txt") as err:
+        check_tree(root, "aligned")
+    assert "\n" not in str(err.value)

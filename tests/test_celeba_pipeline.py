@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, make_project, run
+from facelm.config import CelebAParams
 from facelm.data.fakeceleba import make_fake_celeba
 
 pytestmark = pytest.mark.pipeline
@@ -17,7 +18,7 @@ def celeba_project(tmp_path_factory):
     celeba = {"root": str(tree), "layout": "aligned", "landmarks": "celeba5", "scale_factor": 1.1,
               "min_neighbors": 5, "min_size": 20, "n_workers": 2, "shard_size": 16}
     fake = make_fake_celeba(tree, n=60, layout="aligned", seed=0, corrupt=1, no_face=1,
-                            detect=dict(scale_factor=1.1, min_neighbors=5, min_size=20))
+                            detect=CelebAParams(**celeba))
     overlay = {"dataset": "celeba", "celeba": celeba,
                "augmentation": {"ks": [10, 20], "k_default": 10, "n_synth": 20}}
     assert ci["inversion"]["n_mirror"] <= 10
@@ -34,7 +35,12 @@ def test_fake_celeba_goes_through_the_pipeline(celeba_project):
     assert meta["skipped_by_reason"].get("corrupt") == 1 and meta["skipped_by_reason"].get("no_face") == 1
     listed = {entry["file"] for entry in meta["skipped_files"]}
     assert set(fake.corrupt_files) | set(fake.no_face_files) <= listed
-    assert meta["n_train"] + meta["n_heldout"] + meta["n_skipped"] <= 60
+    assert meta["n_train"] + meta["n_heldout"] + meta["n_unused"] + meta["n_skipped"] == 60
+    assert len(meta["unused_files"]) == meta["n_unused"] > 0
+    # every face traces back to its photo
+    for split in ("train", "heldout"):
+        rows = (project / "data" / "faces" / f"{split}_provenance.csv").read_text().splitlines()
+        assert rows[0] == "row,file,x0,y0,side,annotator" and len(rows) == meta[f"n_{split}"] + 1
     report = (project / "reports" / "01_preprocess.html").read_text()
     assert "no_face" in report and "corrupt" in report
     lgen = json.loads((project / "metrics" / "04_lgen.json").read_text())

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facelm.config import Params, ParamsError, deep_merge, load_params, parse_params
+from facelm.cli import main
+from facelm.config import (DetectorParams, Params, ParamsError, deep_merge, load_params, parse_params,
+                           replace)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,3 +88,149 @@ def test_profile_command_merges_and_validates(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "facelm", "profile", "bad.yaml"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and (tmp_path / "params.yaml").read_text() == before
+
+
+# ---------------------------------------------------------------- one place, one meaning
+def test_code_defaults_are_the_shipped_params_yaml():
+    """A key left out means what params.yaml says (issue 15: an empty file used other values)."""
+    assert Params() == load_params(ROOT / "params.yaml")
+    assert Params().to_dict() == parse_params(base()).to_dict()
+
+
+def test_paper_profile_spells_out_the_paper():
+    paper = parse_params(deep_merge(base(), yaml.safe_load((ROOT / "configs" / "paper-celeba.yaml").read_text())))
+    b = paper.began
+    assert (paper.dataset, paper.image_size, paper.celeba.face_detector) == ("celeba", 128, "haar")
+    assert (b.width, b.z_dim, b.batch_size, b.lr, b.beta1, b.beta2, b.gamma, b.eta) == (64, 64, 16, 1e-4, 0.5, 0.999, 0.5, 2)
+    assert (b.lr_decay, b.lambda_k, b.k0) == (1.0, 0.001, 0.0)
+    assert (paper.inversion.steps, paper.inversion.lr, paper.inversion.loss) == (500, 0.1, "l1")
+    assert (paper.lgen.epochs, paper.lgen.batch_size, paper.lgen.lr, paper.lgen.hidden) == (1000, 16, 3e-4, [128] * 3)
+
+
+def test_replace_validates_and_sections_are_frozen():
+    params = parse_params(base())
+    changed = replace(params.detector, steps=7)
+    assert type(changed) is DetectorParams and changed.steps == 7 and params.detector.steps == 3000
+    with pytest.raises(ParamsError, match=r"^began\.lr must be > 0"):
+        replace(params.began, lr=-1)
+    with pytest.raises(ParamsError, match=r"^began\.best_window must be <= began\.steps"):
+        replace(params.began, steps=10)
+    with pytest.raises(Exception):
+        params.began.lr = 1.0  # type: ignore[misc]
+
+
+def test_new_fields_for_dlib():
+    params = parse_params(base())
+    assert params.celeba.face_detector == "haar" and params.evaluation.dlib is True
+    assert params.evaluation.dlib_size == 128
+    assert parse_params(deep_merge(base(), {"celeba": {"landmarks": "dlib", "face_detector": "dlib"}})).celeba.landmarks == "dlib"
+    with pytest.raises(ParamsError, match=r"^evaluation\.dlib_size must be in \[64, 512\]"):
+        parse_params(deep_merge(base(), {"evaluation": {"dlib_size": 32}}))
+
+
+# ------------------------------------------------- issue 15, items 2-4: `facelm check`
+def check(tmp_path, capsys, content: str | bytes) -> tuple[int, str]:
+    """``facelm check --params FILE`` in-process: (exit status, stderr)."""
+    path = tmp_path / "p.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    capsys.readouterr()
+    status = main(["check", "--params", str(path)])
+    err = capsys.readouterr().err
+    assert err.count("\n") == (status != 0), err  # one line when refused, nothing when ok
+    return status, err
+
+
+def shipped() -> str:
+    return (ROOT / "params.yaml").read_text()
+
+
+@pytest.mark.parametrize("text, says", [
+    ("1: 2\nzzz: 3\n", "p.yaml: 1 is not a known parameter"),          # TypeError on sorting before
+    ("zzz: 3\n1: 2\n", "p.yaml: "),
+    ("seed: 0\nbegan:\n  1: 2\n  zzz: 3\n", "began.1 is not a known parameter"),
+    ("null: 1\nseed: 0\n", "null is not a known parameter"),
+])
+def test_non_string_keys_refused_by_name(tmp_path, capsys, text, says):
+    status, err = check(tmp_path, capsys, text)
+    assert status == 2 and says in err
+
+
+def test_invalid_utf8_refused_with_the_file_name(tmp_path, capsys):
+    status, err = check(tmp_path, capsys, shipped().encode().replace(b"seed: 0", b"seed: \xff\xfe0"))
+    assert status == 2 and "p.yaml is not UTF-8 text" in err
+
+
+@pytest.mark.parametrize("key", ["began.lr", "detector.lr", "began.lambda_k", "inversion.tol"])
+@pytest.mark.parametrize("value", [".inf", "1.0e+400", ".nan", "-.inf"])
+def test_numbers_must_be_finite(tmp_path, capsys, key, value):
+    section, name = key.split(".")
+    text = yaml.safe_dump(deep_merge(base(), {section: {name: 0.5}})).replace(f"{name}: 0.5", f"{name}: {value}", 1)
+    status, err = check(tmp_path, capsys, text)
+    assert status == 2 and f"{key} must be a finite number" in err
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n   \n# another\n"])
+def test_empty_file_refused(tmp_path, capsys, text):
+    status, err = check(tmp_path, capsys, text)
+    assert status == 2 and "p.yaml holds no parameters" in err
+
+
+@pytest.mark.parametrize("extra, key", [
+    ("seed: 1\n", "seed is given twice"),
+    ("began:\n  lr: 1.0e-4\n", "began is given twice"),
+])
+def test_duplicate_keys_refused(tmp_path, capsys, extra, key):
+    status, err = check(tmp_path, capsys, shipped() + extra)
+    assert status == 2 and key in err
+
+
+def test_duplicate_nested_key_refused(tmp_path, capsys):
+    status, err = check(tmp_path, capsys, shipped().replace("  lr: 2.0e-4", "  lr: 2.0e-4\n  lr: 1.0e-4", 1))
+    assert status == 2 and "lr is given twice (lines" in err
+
+
+@pytest.mark.parametrize("overlay, says", [
+    ({"inversion": {"n_train": -3}}, "inversion.n_train must be > 0 or null (got -3); use null for all"),
+    ({"inversion": {"n_train": 0}}, "inversion.n_train must be > 0 or null (got 0); use null for all"),
+    ({"celeba": {"limit": -5}}, "celeba.limit must be > 0 or null (got -5); use null for all"),
+    ({"celeba": {"limit": 0}}, "use null for all"),
+    ({"lgen": {"hidden": []}}, "lgen.hidden must be a non-empty list, each an integer > 0 (got [])"),
+    ({"inversion": {"restart_threshold": -1}}, "inversion.restart_threshold must be > 0 or null"),
+    ({"began": {"steps": "1e12"}}, "began.steps must be in (0, 10000000] (got 1000000000000); the trainer keeps"),
+    ({"began": {"batch_size": 100000}}, "began.batch_size must be <= world.n_train (6000)"),
+    ({"seed": 2**40}, "seed must be <= 2147483647"),
+    ({"lgen": {"drop_last": True, "batch_size": 7000}}, "lgen.batch_size must be <= the 6000 training pairs"),
+])
+def test_values_that_fail_later_are_refused_up_front(tmp_path, capsys, overlay, says):
+    status, err = check(tmp_path, capsys, yaml.safe_dump(deep_merge(base(), overlay)))
+    assert status == 2 and says in err
+
+
+def test_what_a_person_means_is_accepted(tmp_path, capsys):
+    text = (shipped().replace("channels_last: auto", "channels_last: on").replace("bf16: auto", "bf16: OFF")
+            .replace("compile: false", "compile: 'Yes'").replace("lr: 2.0e-4", "lr: 1e-4")
+            .replace("steps: 7000", "steps: 7.0e+3"))
+    assert check(tmp_path, capsys, text)[0] == 0
+    b = load_params(tmp_path / "p.yaml").began
+    assert (b.channels_last, b.bf16, b.compile, b.lr, b.steps) == (True, False, True, 1e-4, 7000)
+    assert isinstance(b.lr, float) and isinstance(b.steps, int)
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["check", "--no-such-option"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "unrecognized arguments" in err
+
+
+def test_profile_refuses_an_invalid_or_duplicated_overlay(tmp_path, monkeypatch, capsys):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "params.yaml").write_text(shipped())
+    (tmp_path / "dup.yaml").write_text("began:\n  steps: 20\n  steps: 30\n")
+    (tmp_path / "big.yaml").write_text("began:\n  batch_size: 7000\n")
+    monkeypatch.chdir(tmp_path)
+    for name, says in (("dup.yaml", "steps is given twice"), ("big.yaml", "began.batch_size must be <=")):
+        assert main(["profile", name]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1
+        assert (tmp_path / "params.yaml").read_text() == shipped()

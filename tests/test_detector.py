@@ -1,4 +1,5 @@
-"""Tests for facelm.models.detector on a synthetic task whose landmarks are visible in the image."""
+"""Tests of the landmark detector (facelm.models.detector), its trainer (facelm.training.detector)
+and augmentation (facelm.training.augment) on a synthetic task whose landmarks are visible."""
 from __future__ import annotations
 
 import math
@@ -7,9 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from facelm.models.detector import (AugmentConfig, LandmarkDetector, apply_transform, load_detector,
-                             predict_landmarks, random_transform, save_detector, train_detector)
+from facelm.config import DetectorParams, replace
 from facelm.landmarks import FLIP_PERM_49, flip_faces, flip_landmarks, nme
+from facelm.models.detector import LandmarkDetector, load_detector, predict_landmarks, save_detector
+from facelm.training.augment import AugmentConfig, apply_transform, random_transform
+from facelm.training.detector import CKPT_NAME, train_detector
+
+
+def _cfg(**changes) -> DetectorParams:
+    """The default detector section with some fields changed (steps, batch_size, ...)."""
+    return replace(DetectorParams(), **changes)
+
+
+def _detector(size: int = 32, n_points: int = 49, **changes) -> LandmarkDetector:
+    return LandmarkDetector.from_params(_cfg(**changes), size, n_points)
 
 
 def _template(rng: np.random.Generator) -> np.ndarray:
@@ -66,13 +78,13 @@ def data():
 def test_training_beats_mean_shape(data):
     (x, y), (xt, yt) = data
     torch.manual_seed(0)
-    res = train_detector(x, y, steps=250, batch_size=32, seed=0, device="cpu", progress=False,
+    res = train_detector(x, y, _cfg(steps=250, batch_size=32), seed=0, device="cpu", progress=False,
                          val_images=xt, val_landmarks=yt, eval_every=125)
     pred = predict_landmarks(res.model, xt)
     assert pred.shape == yt.shape and pred.dtype == np.float32
     trained = nme(pred, yt).mean()
     mean_shape = nme(np.broadcast_to(y.mean(0), yt.shape), yt).mean()
-    untrained = nme(predict_landmarks(LandmarkDetector(), xt), yt).mean()
+    untrained = nme(predict_landmarks(_detector(), xt), yt).mean()
     assert mean_shape > 0.1 and untrained > 0.1
     assert trained < 0.3 * mean_shape, (trained, mean_shape)
     assert len(res.losses) == 250 and np.mean(res.losses[-50:]) < 0.5 * np.mean(res.losses[:20])
@@ -83,29 +95,38 @@ def test_training_beats_mean_shape(data):
 def test_determinism_on_cpu(data):
     (x, y), _ = data
     x, y = x[:200], y[:200]
-    kw = dict(steps=30, batch_size=16, seed=3, device="cpu", progress=False)
-    a = train_detector(x, y, **kw)
-    b = train_detector(x, y, **kw)
+    cfg, kw = _cfg(steps=30, batch_size=16), dict(seed=3, device="cpu", progress=False)
+    a = train_detector(x, y, cfg, **kw)
+    b = train_detector(x, y, cfg, **kw)
     assert a.losses == b.losses
     pa, pb = predict_landmarks(a.model, x[:20]), predict_landmarks(b.model, x[:20])
     np.testing.assert_array_equal(pa, pb)
-    c = train_detector(x, y, **{**kw, "seed": 4})
+    c = train_detector(x, y, cfg, **{**kw, "seed": 4})
     assert c.losses != a.losses
     torch.manual_seed(123)
     before = torch.rand(3)
     torch.manual_seed(123)
-    train_detector(x, y, **kw)
+    train_detector(x, y, cfg, **kw)
     assert torch.equal(torch.rand(3), before)  # the global RNG is left alone
     events = []
-    train_detector(x, y, **{**kw, "steps": 3}, callbacks=[lambda e, s: events.append((e, s["step"]))])
+    train_detector(x, y, replace(cfg, steps=3), **kw, callbacks=[lambda e, s: events.append((e, s["step"]))])
     assert events == [("step", 1), ("step", 2), ("step", 3), ("end", 3)]
+
+
+def test_augment_switch_comes_from_the_config(data):
+    (x, y), _ = data
+    kw = dict(seed=0, device="cpu", progress=False)
+    on = train_detector(x[:64], y[:64], _cfg(steps=4, batch_size=8), **kw)
+    off = train_detector(x[:64], y[:64], _cfg(steps=4, batch_size=8, augment=False), **kw)
+    again = train_detector(x[:64], y[:64], _cfg(steps=4, batch_size=8, augment=False), **kw)
+    assert off.losses == again.losses and off.losses != on.losses
 
 
 def test_resume_continues_the_same_run(data, tmp_path):
     (x, y), _ = data
     x, y = x[:200], y[:200]
-    kw = dict(steps=30, batch_size=16, seed=5, device="cpu", progress=False)
-    full = train_detector(x, y, **kw)
+    cfg, kw = _cfg(steps=30, batch_size=16), dict(seed=5, device="cpu", progress=False)
+    full = train_detector(x, y, cfg, **kw)
 
     class Stop(Exception):
         pass
@@ -115,14 +136,14 @@ def test_resume_continues_the_same_run(data, tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        train_detector(x, y, **kw, checkpoint_dir=tmp_path, checkpoint_every=10, callbacks=[stop_at_20])
-    assert torch.load(tmp_path / "detector_ckpt.pt", weights_only=True)["step"] == 20
-    resumed = train_detector(x, y, **kw, checkpoint_dir=tmp_path, checkpoint_every=10)
+        train_detector(x, y, cfg, **kw, checkpoint_dir=tmp_path, checkpoint_every=10, callbacks=[stop_at_20])
+    assert torch.load(tmp_path / CKPT_NAME, weights_only=True)["step"] == 20
+    resumed = train_detector(x, y, cfg, **kw, checkpoint_dir=tmp_path, checkpoint_every=10)
     assert resumed.losses == full.losses
     np.testing.assert_array_equal(predict_landmarks(resumed.model, x[:8]),
                                   predict_landmarks(full.model, x[:8]))
     with pytest.raises(ValueError, match="other data or settings"):
-        train_detector(x, y, **{**kw, "lr": 1e-3}, checkpoint_dir=tmp_path)
+        train_detector(x, y, replace(cfg, lr=1e-3), **kw, checkpoint_dir=tmp_path)
 
 
 # -------------------------------------------------------------------------- augmentation
@@ -190,7 +211,8 @@ def test_random_transform_is_seeded_and_bounded():
 
 def test_flip_test_averages_with_the_mirror_image(data):
     (x, y), _ = data
-    model = train_detector(x[:64], y[:64], steps=5, batch_size=8, device="cpu", progress=False).model
+    model = train_detector(x[:64], y[:64], _cfg(steps=5, batch_size=8), seed=0, device="cpu",
+                           progress=False).model
     plain = predict_landmarks(model, x[:6], flip_test=False)
     mirrored = flip_landmarks(predict_landmarks(model, flip_faces(x[:6], y[:6])[0], flip_test=False))
     both = predict_landmarks(model, x[:6])
@@ -201,7 +223,7 @@ def test_flip_test_averages_with_the_mirror_image(data):
 # ------------------------------------------------------------------------ model and files
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_shapes_at_each_size(size):
-    m = LandmarkDetector(size=size, n_points=5, width=4)
+    m = _detector(size, 5, width=4)
     assert (m.size, m.n_points) == (size, 5)
     out = predict_landmarks(m, np.zeros((3, size, size, 3), np.uint8), batch_size=2)
     assert out.shape == (3, 5, 2) and out.dtype == np.float32
@@ -209,10 +231,11 @@ def test_shapes_at_each_size(size):
 
 def test_other_point_counts_train(data):
     (x, y), _ = data
-    res = train_detector(x[:64], y[:64, :5], steps=3, batch_size=8, device="cpu", progress=False,
+    cfg = _cfg(steps=3, batch_size=8)
+    res = train_detector(x[:64], y[:64, :5], cfg, seed=0, device="cpu", progress=False,
                          val_images=x[:16], val_landmarks=y[:16, :5])
     assert predict_landmarks(res.model, x[:2]).shape == (2, 5, 2)
-    res = train_detector(x[:64], y[:64, :7], steps=3, batch_size=8, device="cpu", progress=False)
+    res = train_detector(x[:64], y[:64, :7], cfg, seed=0, device="cpu", progress=False)
     assert res.model.config.n_points == 7
 
 
@@ -220,9 +243,9 @@ def test_memmap_input(data, tmp_path):
     (x, y), _ = data
     np.save(tmp_path / "x.npy", x[:100])
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
-    kw = dict(steps=5, batch_size=8, seed=0, device="cpu", progress=False)
-    resident = train_detector(mm, y[:100], **kw)
-    streamed = train_detector(mm, y[:100], **kw, max_resident_bytes=0)
+    kw = dict(seed=0, device="cpu", progress=False)
+    resident = train_detector(mm, y[:100], _cfg(steps=5, batch_size=8), **kw)
+    streamed = train_detector(mm, y[:100], _cfg(steps=5, batch_size=8), **kw, max_resident_bytes=0)
     assert resident.losses == streamed.losses
     np.testing.assert_array_equal(predict_landmarks(resident.model, mm, batch_size=7),
                                   predict_landmarks(resident.model, np.array(mm), batch_size=7))
@@ -230,8 +253,9 @@ def test_memmap_input(data, tmp_path):
 
 def test_save_load_round_trip(data, tmp_path):
     (x, y), _ = data
-    model = train_detector(x[:64], y[:64], steps=5, batch_size=8, device="cpu", progress=False,
-                           width=8).model
+    model = train_detector(x[:64], y[:64], _cfg(steps=5, batch_size=8, width=8), seed=0,
+                           device="cpu", progress=False).model
+    assert (model.config.width, model.config.depth) == (8, DetectorParams().depth)
     save_detector(tmp_path / "sub" / "det.safetensors", model)
     back = load_detector(tmp_path / "sub" / "det.safetensors", device="cpu")
     assert back.config == model.config and not back.training
@@ -243,24 +267,25 @@ def test_save_load_round_trip(data, tmp_path):
 # ----------------------------------------------------------------------------- bad input
 def test_bad_input_errors(data):
     (x, y), _ = data
-    kw = dict(steps=1, device="cpu", progress=False)
+    cfg, kw = _cfg(steps=1), dict(seed=0, device="cpu", progress=False)
     with pytest.raises(ValueError, match="uint8"):
-        train_detector(x.astype(np.float32), y, **kw)
+        train_detector(x.astype(np.float32), y, cfg, **kw)
     with pytest.raises(ValueError, match="landmarks"):
-        train_detector(x, y[:10], **kw)
-    with pytest.raises(ValueError, match="size"):
-        train_detector(x, y, size=64, **kw)
-    with pytest.raises(ValueError, match="n_points"):
-        train_detector(x, y, n_points=68, **kw)
+        train_detector(x, y[:10], cfg, **kw)
     with pytest.raises(ValueError, match="val_"):
-        train_detector(x, y, val_images=x[:4], **kw)
-    with pytest.raises(ValueError, match="steps"):
-        train_detector(x, y, steps=-1, device="cpu")
+        train_detector(x, y, cfg, val_images=x[:4], **kw)
+    with pytest.raises(ValueError, match="val_images are 64 px"):
+        train_detector(x, y, cfg, val_images=np.zeros((2, 64, 64, 3), np.uint8),
+                       val_landmarks=y[:2], **kw)
+    with pytest.raises(ValueError, match="val_landmarks have 5 points"):
+        train_detector(x, y, cfg, val_images=x[:2], val_landmarks=y[:2, :5], **kw)
+    with pytest.raises(ValueError, match="eval_every"):
+        train_detector(x, y, cfg, eval_every=-1, **kw)
     with pytest.raises(ValueError, match="NaN"):
         bad = y.copy()
         bad[0, 0, 0] = np.nan
-        train_detector(x, bad, **kw)
+        train_detector(x, bad, cfg, **kw)
     with pytest.raises(ValueError, match="size"):
-        LandmarkDetector(size=48)
+        _detector(size=48)
     with pytest.raises(ValueError, match="images"):
-        predict_landmarks(LandmarkDetector(size=32), np.zeros((2, 64, 64, 3), np.uint8))
+        predict_landmarks(_detector(size=32), np.zeros((2, 64, 64, 3), np.uint8))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from facelm.config import InversionParams, ParamsError, parse_params, replace
 from facelm.inversion import InversionResult, invert, start_z
 from facelm.tensors import to_tensor, to_uint8
 
@@ -51,6 +52,11 @@ class LinearG(nn.Module):
         return torch.tanh(self.fc(z)).view(-1, 3, 8, 8)
 
 
+def _cfg(**changes) -> InversionParams:
+    """The inversion section with the authors' restart threshold (0.1) unless changed."""
+    return replace(InversionParams(), **{"restart_threshold": 0.1, **changes})
+
+
 def _faces(G: nn.Module, n: int, seed: int = 1, scale: float = 0.9
            ) -> tuple[np.ndarray, torch.Tensor]:
     z = (torch.rand(n, 64, generator=torch.Generator().manual_seed(seed)) * 2 - 1) * scale
@@ -83,8 +89,8 @@ def _losses(G: nn.Module, images: np.ndarray, z: np.ndarray, kind: str
 ])
 def test_batched_equals_one_by_one_with_restarts(kw):
     G, imgs = RowwiseG(), _mixed_images()
-    batched = invert(G, imgs, steps=150, batch_size=8, progress=False, **kw)
-    alone = [invert(G, imgs[i:i + 1], first_index=i, steps=150, progress=False, **kw)
+    batched = invert(G, imgs, _cfg(steps=150, batch_size=8, **kw), seed=0, progress=False)
+    alone = [invert(G, imgs[i:i + 1], _cfg(steps=150, **kw), seed=0, first_index=i, progress=False)
              for i in range(len(imgs))]
     # the noise images restart, the faces do not: both paths are exercised
     assert batched.restarts[[2, 5]].min() >= 1 and (batched.restarts == 0).sum() >= 4
@@ -92,7 +98,7 @@ def test_batched_equals_one_by_one_with_restarts(kw):
         one = np.concatenate([getattr(r, field) for r in alone])
         np.testing.assert_allclose(getattr(batched, field), one, rtol=0, atol=1e-6, err_msg=field)
     # ragged batches (3, 3, 2) give the same as well
-    ragged = invert(G, imgs, steps=150, batch_size=3, progress=False, **kw)
+    ragged = invert(G, imgs, _cfg(steps=150, batch_size=3, **kw), seed=0, progress=False)
     np.testing.assert_allclose(ragged.z, batched.z, rtol=0, atol=1e-6)
     assert not np.allclose(batched.z[0], batched.z[1])  # rows did not collapse to one z
 
@@ -100,8 +106,8 @@ def test_batched_equals_one_by_one_with_restarts(kw):
 def test_recovers_a_known_z():
     G = LinearG()
     imgs, z_true = _faces(G, 6)
-    start = invert(G, imgs, steps=1, restart_threshold=None, progress=False)
-    res = invert(G, imgs, steps=300, progress=False)
+    start = invert(G, imgs, _cfg(steps=1, restart_threshold=None), seed=0, progress=False)
+    res = invert(G, imgs, _cfg(steps=300), seed=0, progress=False)
     assert start.l1.min() > 0.1
     assert res.l1.max() < 0.005  # uint8 rounding alone leaves ~0.001
     np.testing.assert_allclose(res.z, z_true.numpy(), atol=0.1)
@@ -112,8 +118,8 @@ def test_recovers_a_known_z():
 @pytest.mark.parametrize("loss", ["l1", "mse"])
 def test_returned_loss_is_that_of_the_returned_best_z(loss):
     G, imgs = RowwiseG(), _mixed_images()
-    res = invert(G, imgs, steps=120, loss=loss, restart_threshold={"l1": 0.2, "mse": 0.1}[loss],
-                 max_restarts=2, progress=False)
+    cfg = _cfg(steps=120, loss=loss, restart_threshold={"l1": 0.2, "mse": 0.1}[loss], max_restarts=2)
+    res = invert(G, imgs, cfg, seed=0, progress=False)
     assert res.restarts.max() >= 1
     recomputed_loss, recomputed_l1 = _losses(G, imgs, res.z, loss)
     np.testing.assert_allclose(res.loss, recomputed_loss, rtol=1e-6, atol=1e-7)
@@ -124,7 +130,7 @@ def test_returned_loss_is_that_of_the_returned_best_z(loss):
 def test_z_stays_in_the_cube(constraint):
     G = LinearG()
     imgs, _ = _faces(G, 4, scale=1.8)  # targets made from z outside [-1, 1]
-    res = invert(G, imgs, steps=100, constraint=constraint, progress=False)
+    res = invert(G, imgs, _cfg(steps=100, constraint=constraint), seed=0, progress=False)
     assert np.abs(res.z).max() <= 1.0
     if constraint == "clamp":
         assert (np.abs(res.z) == 1.0).mean() > 0.1  # the optimum sits on the faces
@@ -133,9 +139,10 @@ def test_z_stays_in_the_cube(constraint):
 def test_early_stop_and_step_budget():
     G = LinearG()
     imgs, _ = _faces(G, 4)
-    full = invert(G, imgs, steps=60, restart_threshold=None, patience=None, progress=False)
+    never_stops = _cfg(steps=60, restart_threshold=None, patience=61)
+    full = invert(G, imgs, never_stops, seed=0, progress=False)
     assert np.all(full.steps_run == 60) and np.all(full.restarts == 0)
-    early = invert(G, imgs, steps=2000, restart_threshold=None, tol=1e-3, patience=5,
+    early = invert(G, imgs, _cfg(steps=2000, restart_threshold=None, tol=1e-3, patience=5), seed=0,
                    progress=False)
     assert np.all(early.steps_run < 2000)
 
@@ -148,32 +155,40 @@ def test_streams_from_a_memmap_into_a_memmap(tmp_path):
     del src
     images = np.load(tmp_path / "x.npy", mmap_mode="r")
     out = np.lib.format.open_memmap(tmp_path / "z.npy", "w+", np.float32, (len(imgs), 64))
-    res = invert(G, images, steps=40, batch_size=3, out=out, progress=False)
-    ref = invert(G, imgs, steps=40, batch_size=8, progress=False)
+    res = invert(G, images, _cfg(steps=40, batch_size=3), seed=0, out=out, progress=False)
+    ref = invert(G, imgs, _cfg(steps=40, batch_size=8), seed=0, progress=False)
     assert res.z is out
     np.testing.assert_allclose(np.load(tmp_path / "z.npy"), ref.z, rtol=0, atol=1e-6)
     np.testing.assert_allclose(res.loss, ref.loss, rtol=0, atol=1e-7)
 
 
 def test_start_z_depends_on_index_not_batch():
-    a = start_z(3, np.arange(10, 14), 0)
-    b = start_z(3, np.array([12]), 0)
+    a = start_z(3, np.arange(10, 14), 0, 64)
+    b = start_z(3, np.array([12]), 0, 64)
     np.testing.assert_array_equal(a[2], b[0])
-    assert not np.array_equal(start_z(3, np.array([12]), 1), b)
+    assert not np.array_equal(start_z(3, np.array([12]), 1, 64), b)
     assert a.min() >= -1 and a.max() <= 1 and a.dtype == np.float32
 
 
 @pytest.mark.parametrize("images, kw, match", [
-    (np.zeros((2, 8, 8, 3), np.uint8), dict(steps=0), "steps"),
-    (np.zeros((2, 8, 8, 3), np.uint8), dict(steps=-5), "steps"),
     (np.zeros((2, 8, 8, 3), np.float32), {}, "uint8"),
     (np.zeros((2, 16, 16, 3), np.uint8), {}, "G\\(z\\)"),
     (np.zeros((2, 3, 8, 8), np.uint8), {}, "images"),
     (np.zeros((8, 8, 3), np.uint8), {}, "images"),
-    (np.zeros((2, 8, 8, 3), np.uint8), dict(loss="l2"), "loss"),
-    (np.zeros((2, 8, 8, 3), np.uint8), dict(constraint="sigmoid"), "constraint"),
+    (np.zeros((0, 8, 8, 3), np.uint8), {}, "N > 0"),
+    (np.zeros((2, 8, 8, 3), np.uint8), dict(seed=-1), "seed"),
     (np.zeros((2, 8, 8, 3), np.uint8), dict(out=np.zeros((3, 64), np.float32)), "out"),
 ])
 def test_bad_arguments_raise(images, kw, match):
+    G = LinearG().train()
     with pytest.raises(ValueError, match=match):
-        invert(LinearG(), images, progress=False, **kw)
+        invert(G, images, _cfg(), **{"seed": 0, **kw}, progress=False)
+    assert G.training  # a refusal leaves G's mode as it was
+
+
+@pytest.mark.parametrize("key, value", [("steps", 0), ("steps", -5), ("loss", "l2"),
+                                        ("constraint", "sigmoid"), ("lr", 0)])
+def test_bad_settings_are_refused_by_the_config(key, value):
+    """invert takes its settings validated: the config refuses them, naming the key."""
+    with pytest.raises(ParamsError, match=f"inversion.{key}"):
+        parse_params({"inversion": {key: value}})

@@ -1,11 +1,15 @@
-"""Tests of facelm.models.lgen: Table I architecture, training, checkpoint/resume, files."""
+"""Tests of L-Gen: Table I architecture (facelm.models.lgen), training, checkpoint/resume and
+files (facelm.training.lgen)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from facelm.models.lgen import CKPT_NAME, LGen, load_lgen, n_params, save_lgen, train_lgen
+from facelm.config import LGenParams, replace
+from facelm.models.common import count_params
+from facelm.models.lgen import LGen, load_lgen, save_lgen
+from facelm.training.lgen import WEIGHTS_NAME, checkpoint_path, train_lgen
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -20,6 +24,10 @@ def _pairs(n: int, n_points: int = 5, seed: int = 0) -> tuple[np.ndarray, np.nda
     return z, y.reshape(n, n_points, 2).astype(np.float32)
 
 
+def _cfg(**changes) -> LGenParams:
+    return replace(LGenParams(), **changes)
+
+
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -27,13 +35,13 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 def test_table_one_parameter_count_and_layers():
     model = LGen()
-    assert n_params(model) == 53_986
+    assert count_params(model) == 53_986
     widths = [(m.in_features, m.out_features) for m in model.modules()
               if isinstance(m, torch.nn.Linear)]
     assert widths == [(64, 128), (128, 128), (128, 128), (128, 98)]
     assert LGen(n_points=5).net[-2].out_features == 10  # CelebA's 5 points
-    assert n_params(LGen(hidden=128)) == n_params(LGen(hidden=[128, 128, 128])) == 53_986
-    assert n_params(LGen(hidden=[8])) == 64 * 8 + 8 + 8 * 98 + 98
+    assert count_params(LGen(hidden=128)) == count_params(LGen(hidden=[128, 128, 128])) == 53_986
+    assert count_params(LGen(hidden=[8])) == 64 * 8 + 8 + 8 * 98 + 98
 
 
 def test_output_shape_and_range():
@@ -49,7 +57,7 @@ def test_training_learns_a_smooth_mapping():
     z, y = _pairs(768)
     vz, vy = _pairs(256, seed=1)
     events = []
-    res = train_lgen(z, y, epochs=12, val_z=vz, val_landmarks=vy, progress=False,
+    res = train_lgen(z, y, _cfg(epochs=12), None, seed=0, val_z=vz, val_landmarks=vy, progress=False,
                      callbacks=[lambda ev, st: events.append((ev, st["epoch"]))])
     assert res.loss.shape == res.val_loss.shape == (12,)
     assert res.loss[-1] < 0.2 * res.loss[0]
@@ -65,8 +73,8 @@ def test_training_learns_a_smooth_mapping():
 
 def test_drop_last_and_batch_size_change_the_steps():
     z, y = _pairs(40)
-    a = train_lgen(z, y, epochs=1, batch_size=16, progress=False)
-    b = train_lgen(z, y, epochs=1, batch_size=16, drop_last=True, progress=False)
+    a = train_lgen(z, y, _cfg(epochs=1, batch_size=16), None, seed=0, progress=False)
+    b = train_lgen(z, y, _cfg(epochs=1, batch_size=16, drop_last=True), None, seed=0, progress=False)
     assert not _same_weights(a.model, b.model)
     assert a.val_loss is None and a.best_epoch is None
 
@@ -74,25 +82,53 @@ def test_drop_last_and_batch_size_change_the_steps():
 def test_resume_equals_uninterrupted(tmp_path):
     z, y = _pairs(300)
     vz, vy = _pairs(64, seed=1)
-    kw = dict(val_z=vz, val_landmarks=vy, batch_size=16, progress=False)
-    straight = train_lgen(z, y, epochs=6, **kw)
-    first = train_lgen(z, y, epochs=3, checkpoint_dir=tmp_path, checkpoint_every=2, **kw)
-    assert (tmp_path / CKPT_NAME).is_file() and len(first.loss) == 3
-    resumed = train_lgen(z, y, epochs=6, checkpoint_dir=tmp_path, **kw)
+    kw = dict(seed=0, val_z=vz, val_landmarks=vy, progress=False)
+    straight = train_lgen(z, y, _cfg(epochs=6), None, **kw)
+    first = train_lgen(z, y, _cfg(epochs=3, checkpoint_every=2), tmp_path, **kw)
+    assert checkpoint_path(tmp_path).is_file() and len(first.loss) == 3
+    resumed = train_lgen(z, y, _cfg(epochs=6), tmp_path, **kw)
     assert _same_weights(straight.model, resumed.model)
     np.testing.assert_array_equal(straight.loss, resumed.loss)
     np.testing.assert_array_equal(straight.val_loss, resumed.val_loss)
     assert straight.best_epoch == resumed.best_epoch
-    ck = torch.load(tmp_path / CKPT_NAME, weights_only=True)
+    ck = torch.load(checkpoint_path(tmp_path), weights_only=True)
     assert ck["epoch"] == 6
+    # the trainer wrote the model it returned
+    assert _same_weights(load_lgen(tmp_path / WEIGHTS_NAME, "cpu"), resumed.model)
 
 
 def test_checkpoint_of_other_config_is_not_resumed(tmp_path):
     z, y = _pairs(64)
-    train_lgen(z, y, epochs=2, lr=1e-3, checkpoint_dir=tmp_path, progress=False)
+    train_lgen(z, y, _cfg(epochs=2, lr=1e-3), tmp_path, seed=0, progress=False)
     with pytest.warns(UserWarning, match="afresh"):
-        res = train_lgen(z, y, epochs=2, checkpoint_dir=tmp_path, progress=False)
-    assert _same_weights(res.model, train_lgen(z, y, epochs=2, progress=False).model)
+        res = train_lgen(z, y, _cfg(epochs=2), tmp_path, seed=0, progress=False)
+    assert _same_weights(res.model, train_lgen(z, y, _cfg(epochs=2), None, seed=0, progress=False).model)
+
+
+class _Payload:
+    """Unpickling this calls ``open(path, "w")``: what a crafted checkpoint could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_unsafe_checkpoint_is_refused_by_name(tmp_path):
+    """Issue 15 item 6: the refusal names the file and gives no weights_only=False advice."""
+    z, y = _pairs(32)
+    marker, ckpt = tmp_path / "executed", checkpoint_path(tmp_path / "run")
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"epoch": 1, "model": _Payload(marker)}, ckpt)
+    before = ckpt.read_bytes()
+    with pytest.raises(RuntimeError) as err:
+        train_lgen(z, y, _cfg(epochs=1), tmp_path / "run", seed=0, progress=False)
+    message = str(err.value)
+    assert str(ckpt) in message
+    assert "weights_only" not in message and "trust" not in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # torch's text not chained
+    assert not marker.exists() and ckpt.read_bytes() == before  # nothing ran, nothing overwritten
 
 
 def test_save_load_round_trip(tmp_path):
@@ -111,11 +147,15 @@ def test_save_load_round_trip(tmp_path):
     (dict(landmarks=np.zeros((10, 5), np.float32)), "landmarks"),
     (dict(z=np.zeros((9, 64), np.float32)), "same"),
     (dict(val_z=np.zeros((4, 64), np.float32)), "both"),
-    (dict(epochs=0), "epochs"),
+    (dict(val_z=np.zeros((4, 32), np.float32), val_landmarks=np.zeros((4, 5, 2), np.float32)),
+     "validation"),
     (dict(z=np.full((10, 64), np.nan, np.float32)), "finite"),
+    (dict(cfg=_cfg(epochs=1, batch_size=16, drop_last=True)), "drop_last"),
 ])
 def test_bad_arguments_raise(kw, match):
-    args = dict(z=np.zeros((10, 64), np.float32), landmarks=np.zeros((10, 5, 2), np.float32))
+    args = dict(z=np.zeros((10, 64), np.float32), landmarks=np.zeros((10, 5, 2), np.float32),
+                cfg=_cfg(epochs=1))
     args.update(kw)
     with pytest.raises(ValueError, match=match):
-        train_lgen(args.pop("z"), args.pop("landmarks"), progress=False, **args)
+        train_lgen(args.pop("z"), args.pop("landmarks"), args.pop("cfg"), None, seed=0,
+                   progress=False, **args)

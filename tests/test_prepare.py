@@ -38,3 +38,13 @@ def test_splits_are_disjoint_and_described(tmp_path):
     assert not any((flat == h.reshape(1, -1)).all(axis=1).any() for h in heldout.images)
     meta = load_meta(tmp_path)
     assert meta["dataset"] == "world" and meta["n_train"] == 30 and meta["n_skipped"] == 0
+
+
+def test_world_run_drops_what_a_celeba_run_left(tmp_path):
+    """The face-set folder persists between runs: a world run after a CelebA run must not
+    keep the CelebA shards or provenance tables (they would change the folder's DVC hash)."""
+    (tmp_path / "celeba_work").mkdir()
+    (tmp_path / "train_provenance.csv").write_text("row,file,x0,y0,side,annotator\n")
+    prepare_faces(small_params(), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heldout_images.npy", "heldout_landmarks.npy",
+                                                          "meta.json", "train_images.npy", "train_landmarks.npy"]

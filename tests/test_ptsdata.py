@@ -3,9 +3,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facelm.landmarks import IDX_68_TO_49, to_pixels, write_pts
 from facelm.data.pts import load_pts_folder
 from facelm.data.world import render_faces
+from facelm.landmarks import IDX_68_TO_49, to_pixels, write_pts
 
 
 def _folder(tmp_path, n=4):
@@ -51,3 +51,21 @@ def test_missing_or_empty_folder_names_the_layout(tmp_path):
         load_pts_folder(tmp_path / "nowhere", size=32)
     with pytest.raises(FileNotFoundError, match="no annotated images"):
         load_pts_folder(tmp_path, size=32)
+
+
+def test_pts_files_without_an_image_are_listed_as_skipped(tmp_path):
+    """A .pts file with no image of the same name is counted and named in the report (it was
+    silently ignored before), beside the broken image."""
+    _folder(tmp_path)
+    write_pts(tmp_path / "a" / "lonely.pts", np.zeros((68, 2)))
+    write_pts(tmp_path / "orphan.pts", np.zeros((68, 2)))
+    images, _, report = load_pts_folder(tmp_path, size=32)
+    assert len(images) == 4 and report["used"] == 4
+    reasons = {s["file"]: s["reason"] for s in report["skipped"]}
+    assert reasons == {"a/broken.png": reasons["a/broken.png"], "a/lonely.pts": "no image of the same name",
+                       "orphan.pts": "no image of the same name"}
+    only = tmp_path / "only_pts"
+    only.mkdir()
+    write_pts(only / "x.pts", np.zeros((68, 2)))
+    with pytest.raises(FileNotFoundError, match="1 .pts files without an image"):
+        load_pts_folder(only, size=32)

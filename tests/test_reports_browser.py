@@ -6,6 +6,7 @@ no extra package), only on file:// URLs, with the network emulated offline and e
 hostname unresolvable, so a page that needs the internet shows up as failing here.
 """
 import fcntl
+import html
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import pytest
 
 from conftest import ROOT
 from facelm.report.index import build_index
+from facelm.report.metrics import meaning
 from facelm.report.plots import ensure_vega_template, show_plots
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
@@ -246,6 +248,7 @@ def test_index_links_every_report_and_no_link_is_broken(project, index):
         flat = [k for k, v in json.loads(metrics.read_text()).items() if not isinstance(v, dict)]
         for key in flat:
             assert f"<code>{key}</code>" in text, f"metric {key} missing from the index"
+            assert html.escape(meaning(key)) in text, f"metric {key}: no meaning from the registry"
 
 
 def test_index_and_stage_reports_render(project, index, browser, shots):

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ from facelm.models.began import Generator, save_model
 from facelm.models.lgen import LGen, save_lgen
 from facelm.evaluation.results import faces_and_landmarks
 from facelm.apps.synth import FORMATS, Z_BLOCK, add_parser, latents, synth
+from facelm.apps.synth_folder import OutputInUse
 
 ROOT = Path(__file__).resolve().parents[1]
 N, SHARD, BATCH = 7, 3, 2  # shards [0,3) [3,6) [6,7); batches of 2 inside each shard
@@ -54,7 +56,7 @@ def assert_same_image(a, b):
 
 def files(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name != "manifest.json"}
+            if p.is_file() and p.name not in ("manifest.json", ".synth.lock")}
 
 
 def cli(argv, capsys):
@@ -112,7 +114,7 @@ def test_npz_format_arrays_match(models, tmp_path):
     out = tmp_path / "out"
     m = run(models, out, fmt="npz", truncation=0.5, seed=3)
     assert m["files"] == {"images": "images.npy", "landmarks": "landmarks.npy", "z": "z.npy"}
-    assert sorted(p.name for p in out.iterdir()) == ["images.npy", "landmarks.npy",
+    assert sorted(p.name for p in out.iterdir()) == [".synth.lock", "images.npy", "landmarks.npy",
                                                       "manifest.json", "z.npy"]
     images = np.load(out / "images.npy", mmap_mode="r")
     lm = np.load(out / "landmarks.npy", mmap_mode="r")
@@ -175,7 +177,8 @@ def test_resume_after_interruption_equals_uninterrupted(models, tmp_path, fmt):
     assert m["complete"] is False
     assert [s["state"] for s in m["shards"]] == ["complete", "pending", "pending"]
     if fmt == "pts":  # shard 0 whole, nothing of shard 1 looks complete
-        assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard_00000"]
+        assert sorted(p.name for p in out.iterdir()) == [".synth.lock", "manifest.json",
+                                                          "shard_00000"]
         # a crash mid-shard-1 and one after a rename but before the manifest said so
         (out / ".shard_00001.tmp").mkdir()
         (out / ".shard_00001.tmp" / "00000003.png").write_bytes(b"half a png")
@@ -220,7 +223,7 @@ def test_mismatched_existing_output_is_refused_unless_overwrite(models, tmp_path
     m = run(models, out, n=2, seed=1, overwrite=True)
     assert m["seed"] == 1 and m["n"] == 2
     # only what synth writes was replaced: no stale shards, the user's file kept
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt",
+    assert sorted(p.name for p in out.iterdir()) == [".synth.lock", "manifest.json", "notes.txt",
                                                       "shard_00000", "z.csv"]
     assert len(list((out / "shard_00000").glob("*.png"))) == 2
 
@@ -231,6 +234,133 @@ def test_foreign_non_empty_folder_is_refused(models, tmp_path):
     (out / "thesis.tex").write_text("x")
     with pytest.raises(ValueError, match="not empty"):
         run(models, out)
+
+
+# ------------------------------------------------------ one run per folder; damaged shards
+def model_args(models, out):
+    return ["--generator", models[0], "--lgen", models[1], "--out", out, "-n", N,
+            "--shard-size", SHARD, "--batch-size", BATCH, "--device", "cpu", "--workers", 2,
+            "--no-progress"]
+
+
+def test_second_run_into_a_busy_folder_is_refused_and_the_first_completes(models, tmp_path,
+                                                                          capsys):
+    """Issue 15: two runs into one --out treated each other's manifest as a run to resume."""
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    run(models, whole)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(event, state):  # the first run pauses after its first shard, lock held
+        if event == "shard" and state["index"] == 0:
+            inside.set()
+            release.wait(120)
+
+    first: dict = {}
+    thread = threading.Thread(target=lambda: first.update(m=run(models, out, callbacks=[hold])))
+    thread.start()
+    try:
+        assert inside.wait(120)
+        before = files(out)
+        for kw in ({}, {"overwrite": True}):
+            with pytest.raises(OutputInUse, match="in use by another facelm synth run"):
+                run(models, out, **kw)
+        rc, stdout, err = cli(model_args(models, out), capsys)
+        assert rc == 2 and stdout == "" and err.count("\n") == 1, err
+        assert err.startswith("facelm synth: error: output folder ") and "in use" in err
+        assert files(out) == before  # the refused runs touched nothing
+    finally:
+        release.set()
+        thread.join(120)
+    assert first["m"]["complete"] and files(out) == files(whole)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+HOLDER = """
+import sys, time
+from facelm.apps.synth import synth
+
+def hold(event, state):
+    if event == "shard" and state["index"] == 1:
+        print("holding", flush=True)
+        time.sleep(600)
+
+synth(sys.argv[1], sys.argv[2], sys.argv[3], {n}, shard_size={shard}, batch_size={batch},
+      device="cpu", progress=False, workers=2, callbacks=[hold])
+"""
+
+
+def test_the_lock_holds_across_processes_and_a_killed_run_resumes(models, tmp_path, capsys):
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    run(models, whole)
+    code = HOLDER.format(n=N, shard=SHARD, batch=BATCH)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(models[0]), str(models[1]),
+                             str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line == "holding\n", proc.stderr.read() if proc.poll() is not None else line
+        rc, _, err = cli(model_args(models, out), capsys)
+        assert rc == 2 and err.count("\n") == 1 and "in use by another facelm synth run" in err
+    finally:
+        proc.kill()  # SIGKILL: no cleanup runs; the kernel drops the lock
+        proc.wait(60)
+    # what a run killed mid-shard leaves: its own temporary shard folder
+    stale = out / ".shard_00002.12345-deadbeef.tmp"
+    stale.mkdir()
+    (stale / "00000006.png").write_bytes(b"half a png")
+    rc, stdout, err = cli(model_args(models, out), capsys)
+    assert rc == 0 and f"resumed at face {2 * SHARD}" in stdout, err
+    assert files(out) == files(whole) and not stale.exists()
+
+
+def damage(out: Path, how: str) -> None:
+    shard = out / "shard_00001"
+    if how == "png missing":
+        for p in sorted(shard.glob("*.png"))[:2]:
+            p.unlink()
+    elif how == "pts missing":
+        sorted(shard.glob("*.pts"))[-1].unlink()
+    elif how == "png truncated":
+        png = sorted(shard.glob("*.png"))[0]
+        png.write_bytes(png.read_bytes()[:40])
+    elif how == "npy truncated":
+        npy = shard / "landmarks.npy"
+        npy.write_bytes(npy.read_bytes()[:-10])
+    elif how == "shard gone":
+        for p in shard.iterdir():
+            p.unlink()
+        shard.rmdir()
+    elif how == "array truncated":
+        npy = out / "images.npy"
+        npy.write_bytes(npy.read_bytes()[:-1])
+
+
+@pytest.mark.parametrize("fmt, how", [("pts", "png missing"), ("pts", "pts missing"),
+                                      ("pts", "png truncated"), ("pts", "npy truncated"),
+                                      ("pts", "shard gone"), ("npz", "array truncated")])
+def test_a_damaged_shard_is_made_again_not_trusted(models, tmp_path, fmt, how):
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    run(models, whole, fmt=fmt)
+    run(models, out, fmt=fmt)
+    damage(out, how)
+    seen = []
+    m = run(models, out, fmt=fmt, callbacks=[lambda e, s: seen.append((e, s.get("index")))])
+    # pts: only the damaged shard again; npz: one set of arrays for all shards, all again
+    remade = [1] if fmt == "pts" else [0, 1, 2]
+    assert seen == [*(("shard", k) for k in remade), ("end", None)]
+    assert m["complete"] and files(out) == files(whole)
+    seen.clear()
+    assert run(models, out, fmt=fmt, callbacks=[lambda e, s: seen.append((e, s["faces"]))]) == m
+    assert seen == [("end", 0)]  # "already complete" only now
+
+
+def test_a_manifest_from_before_byte_totals_still_resumes(models, tmp_path):
+    out = tmp_path / "out"
+    m = run(models, out)
+    for s in m["shards"]:
+        del s["files"], s["bytes"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    assert run(models, out) == m
 
 
 # --------------------------------------------------------------------------------- CLI
@@ -324,9 +454,9 @@ def test_help_lists_every_option(capsys):
     assert stdout.count("default") >= 8
 
 
-def test_module_entry_point_runs_as_a_command(models, tmp_path):
+def test_python_m_facelm_synth_runs_as_a_command(models, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "facelm.apps.synth", "--generator", str(models[0]),
+    proc = subprocess.run([sys.executable, "-m", "facelm", "synth", "--generator", str(models[0]),
                            "--lgen", str(models[1]), "--out", str(out), "-n", "3",
                            "--device", "cpu", "--format", "npz"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -334,7 +464,7 @@ def test_module_entry_point_runs_as_a_command(models, tmp_path):
     assert "3 faces" in proc.stdout and "face/s" in proc.stderr  # the tqdm bar's rate
     m = json.loads((out / "manifest.json").read_text())
     assert m["complete"] and "-n 3" in m["command"]
-    assert m["command"].startswith("python -m facelm.apps.synth ")
+    assert m["command"].startswith("python -m facelm synth ")
     assert np.load(out / "images.npy").shape == (3, 32, 32, 3)
 
 

@@ -5,8 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facelm.landmarks import FLIP_PERM_49, GROUPS_49, flip_faces
+from facelm.config import WorldParams, replace
 from facelm.data.world import FaceParams, mirror_params, render_face, render_faces, sample_params
+from facelm.landmarks import FLIP_PERM_49, GROUPS_49, flip_faces
 
 PARTS = {
     "brow": GROUPS_49["right_brow"] + GROUPS_49["left_brow"],
@@ -17,7 +18,8 @@ PARTS = {
 
 
 def faces(n, seed=0, **ranges):
-    return [sample_params(np.random.default_rng([seed, i]), **ranges) for i in range(n)]
+    world = replace(WorldParams(), **ranges)
+    return [sample_params(np.random.default_rng([seed, i]), world) for i in range(n)]
 
 
 def coverage(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -50,26 +52,39 @@ def test_shapes_dtypes_ranges(size):
 
 
 def test_empty_and_argument_checks():
-    im, lm = render_faces(0, 32)
+    im, lm = render_faces(0, 32, seed=0)
     assert im.shape == (0, 32, 32, 3) and lm.shape == (0, 49, 2)
     for bad in (31, 129, 32.0, True, "32"):
         with pytest.raises(ValueError, match="size"):
-            render_faces(1, bad)
+            render_faces(1, bad, seed=0)
     with pytest.raises(ValueError, match="n must"):
-        render_faces(-1, 32)
+        render_faces(-1, 32, seed=0)
     with pytest.raises(ValueError, match="start"):
-        render_faces(1, 32, start=-2)
+        render_faces(1, 32, seed=0, start=-2)
     for name in ("yaw_max", "pitch_max", "roll_max"):
         with pytest.raises(ValueError, match=name):
-            render_faces(1, 32, **{name: -1.0})
+            render_faces(1, 32, seed=0, world=replace(WorldParams(), **{name: -1.0}))
         with pytest.raises(ValueError, match=name):
-            sample_params(np.random.default_rng(0), **{name: 90.0})
+            sample_params(np.random.default_rng(0), replace(WorldParams(), **{name: 90.0}))
     with pytest.raises(ValueError, match="supersample"):
         render_face(FaceParams(), 32, supersample=0)
     with pytest.raises(ValueError, match="supersample"):
-        render_faces(0, 32, supersample=9)
+        render_faces(0, 32, seed=0, supersample=9)
     with pytest.raises(ValueError, match="params"):
         render_face({"yaw": 0}, 32)
+
+
+def test_pose_limits_come_from_the_world_section():
+    """The pose range is the config section's: a narrower section gives narrower poses, and no
+    section means ``WorldParams()``'s defaults (the one place they are written)."""
+    wide = faces(200, seed=6)
+    narrow = faces(200, seed=6, yaw_max=10.0, pitch_max=5.0, roll_max=2.0)
+    d = WorldParams()
+    assert max(abs(p.yaw) for p in wide) <= d.yaw_max and max(abs(p.yaw) for p in wide) > 10
+    assert max(abs(p.yaw) for p in narrow) <= 10 and max(abs(p.roll) for p in narrow) <= 2
+    a = render_faces(3, 32, seed=1)
+    b = render_faces(3, 32, seed=1, world=WorldParams())
+    assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() == b[1].tobytes()
 
 
 def test_determinism_and_sharding():

@@ -25,6 +25,7 @@ pixel grid (``lefteye`` is the eye on the image's *left*, i.e. the subject's rig
 from __future__ import annotations
 
 import gc
+import io
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,9 +93,20 @@ def _gc_paused():
 
 
 def _lines(path: Path) -> list[tuple[int, list[str]]]:
-    """Non-empty lines of ``path`` as (1-based line number, fields split on runs of whitespace)."""
-    with open(path, encoding="utf-8", errors="strict") as f:
-        return [(i + 1, parts) for i, parts in enumerate(line.split() for line in f) if parts]
+    """Non-empty lines of ``path`` as (1-based line number, fields split on runs of whitespace).
+
+    Bytes that are not UTF-8 (a damaged copy, another encoding) raise ValueError naming the
+    file and the line, not a bare UnicodeDecodeError.
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{path}: not UTF-8 text (line {line}, byte {err.start}: "
+                         f"{data[err.start:err.start + 1]!r}); CelebA's list files are plain ASCII") from None
+    lines = io.StringIO(text, newline=None)  # universal newlines, as a text-mode file reads them
+    return [(i + 1, parts) for i, parts in enumerate(line.split() for line in lines) if parts]
 
 
 def _read_table(path: Path, header: tuple[str, ...] | None,
@@ -182,27 +194,9 @@ class CelebA:
     attrs: np.ndarray | None
     attr_names: list[str]
 
-    def __init__(self, root: str | Path, layout: str = "aligned") -> None:
-        _check_layout(layout)
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"CelebA root folder {root} does not exist. {expected_layout(layout)}")
-        wanted = {
-            "images": (IMAGE_DIRS[layout], SUBDIRS["image"], True),
-            "landmarks": (LANDMARK_FILES[layout], SUBDIRS["anno"], False),
-            "partition": (PARTITION_FILE, SUBDIRS["eval"], False),
-        }
-        found: dict[str, Path] = {}
-        for key, (name, sub, is_dir) in wanted.items():
-            path = _find(root, name, sub, is_dir)
-            if path is None:
-                kind = "folder" if is_dir else "file"
-                raise FileNotFoundError(
-                    f"missing CelebA {kind} {root / name} (also looked in {root / sub / name}). "
-                    f"{expected_layout(layout)}")
-            found[key] = path
-
-        self.root, self.layout, self.image_dir = root, layout, found["images"]
+    def __init__(self, root: str | Path, layout: str) -> None:
+        found = check_tree(root, layout)
+        self.root, self.layout, self.image_dir = Path(root), layout, found["images"]
         with _gc_paused():
             self._read(found)
 
@@ -262,10 +256,37 @@ class CelebA:
         return np.flatnonzero(self.partition == codes[name])
 
 
-def open_celeba(root: str | Path, layout: str = "aligned") -> CelebA:
+def check_tree(root: str | Path, layout: str) -> dict[str, Path]:
+    """The image folder, landmarks file and partition file of a CelebA tree, found without
+    reading them (cheap: a stage checks this before any work).
+
+    Raises ValueError for an unknown layout and FileNotFoundError, in one line naming the
+    missing path and the expected layout, for a missing root, folder or file.
+    """
+    _check_layout(layout)
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"CelebA root folder {root} does not exist. {expected_layout(layout)}")
+    wanted = {
+        "images": (IMAGE_DIRS[layout], SUBDIRS["image"], True),
+        "landmarks": (LANDMARK_FILES[layout], SUBDIRS["anno"], False),
+        "partition": (PARTITION_FILE, SUBDIRS["eval"], False),
+    }
+    found: dict[str, Path] = {}
+    for key, (name, sub, is_dir) in wanted.items():
+        path = _find(root, name, sub, is_dir)
+        if path is None:
+            kind = "folder" if is_dir else "file"
+            raise FileNotFoundError(f"missing CelebA {kind} {root / name} (also looked in {root / sub / name}). "
+                                    f"{expected_layout(layout)}")
+        found[key] = path
+    return found
+
+
+def open_celeba(root: str | Path, layout: str) -> CelebA:
     """Open CelebA at ``root`` in ``layout`` (``aligned`` or ``wild``), checking files first.
 
     Raises FileNotFoundError naming the missing path and the expected layout, ValueError for
-    an unknown layout or an inconsistent annotation file.
+    an unknown layout or an inconsistent or undecodable annotation file (naming the file).
     """
     return CelebA(root, layout)

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from facelm.data.face_crop import crop_square, read_image_file, to_crop_units
 from facelm.landmarks import read_pts, to_49
-from facelm.data.crops import crop_square, read_image_file, to_crop_units
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LAYOUT = "a folder (searched recursively) of images (.png/.jpg) each with a 300-W .pts file of the same name"
+CROP_MARGIN = 0.25  # of the landmarks' box side, on each side: a face-detector-like frame
 
 
-def crop_around_landmarks(points_px: np.ndarray, margin: float = 0.25) -> tuple[int, int, int]:
+def crop_around_landmarks(points_px: np.ndarray, margin: float = CROP_MARGIN) -> tuple[int, int, int]:
     """A square ``(x0, y0, side)`` around the landmarks' bounding box, enlarged by ``margin`` a side.
 
     The 49 points span brows to lower lip; the box is shifted down a little so the chin is in
@@ -30,18 +31,25 @@ def crop_around_landmarks(points_px: np.ndarray, margin: float = 0.25) -> tuple[
     return int(round(cx - side / 2)), int(round(cy - side / 2)), max(1, int(round(side)))
 
 
-def load_pts_folder(root: str | Path, size: int, margin: float = 0.25, limit: int | None = None):
+def load_pts_folder(root: str | Path, size: int, limit: int | None = None):
     """Read every annotated image under ``root`` -> (images uint8 [N,S,S,3], landmarks [N,49,2], report).
 
-    Unreadable images and unusable .pts files are skipped and listed in ``report["skipped"]``.
+    Unreadable images and unusable .pts files are skipped and listed in ``report["skipped"]``
+    (``file`` relative to ``root``, ``reason``), and so is every ``.pts`` file without an image
+    of the same name (reason ``no image of the same name``). ``limit``: only the first ``limit``
+    images.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no folder {root}: expected {LAYOUT}")
+    images_found = {p.with_suffix("") for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+    orphans = sorted(p for p in root.rglob("*.pts") if p.with_suffix("") not in images_found)
     pairs = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.with_suffix(".pts").is_file())
     if not pairs:
-        raise FileNotFoundError(f"no annotated images in {root}: expected {LAYOUT}")
-    images, points, skipped = [], [], []
+        extra = f" ({len(orphans)} .pts files without an image of the same name)" if orphans else ""
+        raise FileNotFoundError(f"no annotated images in {root}{extra}: expected {LAYOUT}")
+    images, points = [], []
+    skipped = [{"file": str(p.relative_to(root)), "reason": "no image of the same name"} for p in orphans]
     for path in pairs[:limit]:
         bgr, reason = read_image_file(path)
         try:
@@ -54,7 +62,7 @@ def load_pts_folder(root: str | Path, size: int, margin: float = 0.25, limit: in
         if reason:
             skipped.append({"file": str(path.relative_to(root)), "reason": reason})
             continue
-        x0, y0, side = crop_around_landmarks(pts, margin)
+        x0, y0, side = crop_around_landmarks(pts)
         images.append(crop_square(bgr, x0, y0, side, size)[..., ::-1])
         points.append(to_crop_units(pts, x0, y0, side))
     if not images:

@@ -1,6 +1,8 @@
 """Feed-forward of the proposed method (paper Fig. 7): one z gives a face and its landmarks."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -47,3 +49,36 @@ def smoothness(landmarks: np.ndarray) -> float:
     """
     d = displacements(landmarks)
     return float(d.max() / max(d.mean(), 1e-12))
+
+
+@dataclass
+class LatentPath:
+    """A straight path in z fed to G and L-Gen (paper Fig. 9)."""
+
+    z: torch.Tensor          # [T, D] the latents, both ends included
+    faces: np.ndarray        # uint8 [T, H, W, 3] G(z)
+    landmarks: np.ndarray    # float32 [T, P, 2] L-Gen(z)
+    steps: np.ndarray        # [T - 1] mean landmark displacement between neighbours
+
+    @property
+    def smoothness(self) -> float:
+        """max / mean of :attr:`steps` (1 = even): the ``interp_smoothness`` metric."""
+        return smoothness(self.landmarks)
+
+
+def latent_path(G, lgen, z_a: np.ndarray, z_b: np.ndarray, n_between: int, device=None) -> LatentPath:
+    """G and L-Gen along ``n_between`` points strictly between ``z_a`` and ``z_b`` (and both ends)."""
+    z = interpolate(torch.from_numpy(np.asarray(z_a)), torch.from_numpy(np.asarray(z_b)), n_between)
+    faces, points = faces_and_landmarks(G, lgen, z, device=device)
+    return LatentPath(z, faces, points, displacements(points))
+
+
+def mirror_smoothness(G, lgen, z_faces: np.ndarray, z_mirrors: np.ndarray, n_between: int,
+                      device=None) -> np.ndarray:
+    """:func:`smoothness` of the path from each face's z to its mirror image's z: ``[N]``.
+
+    ``z_faces[i]`` and ``z_mirrors[i]`` are the inversions of face i and of its mirror image
+    (stage 03's ``z_train`` and ``z_mirror``); a less anecdotal view than Fig. 9's one path.
+    """
+    return np.array([latent_path(G, lgen, z_faces[j], z_mirrors[j], n_between, device=device).smoothness
+                     for j in range(len(z_mirrors))])

@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from facelm.checkpoint import load_weights, save_weights
+from facelm.models.common import glorot_init_, unwrap
 from facelm.tensors import pick_device
 
 __all__ = ["SIZES", "Generator", "Discriminator", "save_model", "load_generator",
-           "load_discriminator", "count_params"]
+           "load_discriminator"]
 
 SIZES = (32, 64, 128)
 _FORMAT = 1  # bump when the parameter layout changes
@@ -48,31 +50,29 @@ def _conv(c_in: int, c_out: int, k: int = 3) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, k, padding=k // 2)
 
 
-def glorot_init_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Glorot-uniform weights and zero biases for every conv/linear layer (seeded)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(m.weight, generator=g)
-            nn.init.zeros_(m.bias)
-    return module
-
-
-def count_params(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 class Decoder(nn.Module):
-    """z ``[N, z_dim]`` -> image ``[N, 3, size, size]`` (unbounded; ~[-1, 1] once trained)."""
+    """z ``[N, z_dim]`` -> image ``[N, 3, size, size]`` (unbounded; ~[-1, 1] once trained).
 
-    def __init__(self, size: int = 32, width: int = 64, z_dim: int = 64):
+    ``skip``: the BEGAN paper's skip connections (its section 3.5): the first 8x8 map h0,
+    upsampled to each block's resolution, is concatenated to the block's input, so every
+    scale sees the layout directly (the paper reports sharper faces). Off in the authors'
+    code and in the paper's setting; the 1st conv of each block then reads 2w channels.
+    """
+
+    def __init__(self, size: int = 32, width: int = 64, z_dim: int = 64, skip: bool = False):
         super().__init__()
         _check_args(size, width, z_dim)
-        self.size, self.width, self.z_dim = size, width, z_dim
+        self.size, self.width, self.z_dim, self.skip = size, width, z_dim, skip
         self.fc = nn.Linear(z_dim, 8 * 8 * width)
+        n_up = int(math.log2(size // 8))  # 8 -> 16 -> ... -> size
+        if skip:
+            self.blocks = nn.ModuleList(
+                nn.Sequential(_conv(2 * width, width), nn.ELU(), _conv(width, width), nn.ELU())
+                for _ in range(n_up + 1))
+            self.to_rgb = _conv(width, 3)
+            return
         layers: list[nn.Module] = []
-        for _ in range(int(math.log2(size // 8))):  # 8 -> 16 -> ... -> size
+        for _ in range(n_up):
             layers += [_conv(width, width), nn.ELU(), _conv(width, width), nn.ELU(),
                        nn.Upsample(scale_factor=2, mode="nearest")]
         layers += [_conv(width, width), nn.ELU(), _conv(width, width), nn.ELU(),
@@ -82,7 +82,16 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
-        return self.body(self.fc(z).view(-1, self.width, 8, 8))
+        h0 = self.fc(z).view(-1, self.width, 8, 8)
+        if not self.skip:
+            return self.body(h0)
+        x = h0
+        for i, block in enumerate(self.blocks):
+            if i:
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            h = F.interpolate(h0, scale_factor=float(2 ** i), mode="nearest") if i else h0
+            x = block(torch.cat([x, h], 1))
+        return self.to_rgb(x)
 
 
 class Encoder(nn.Module):
@@ -114,23 +123,25 @@ class Encoder(nn.Module):
 class Generator(Decoder):
     """BEGAN generator: the decoder architecture. ``seed`` fixes the Glorot init."""
 
-    def __init__(self, size: int = 32, width: int = 64, z_dim: int = 64, seed: int = 0):
-        super().__init__(size, width, z_dim)
+    def __init__(self, size: int = 32, width: int = 64, z_dim: int = 64, seed: int = 0,
+                 skip: bool = False):
+        super().__init__(size, width, z_dim, skip)
         glorot_init_(self, seed)
 
     def config(self) -> dict[str, int]:
         """Constructor arguments that rebuild this architecture."""
-        return {"size": self.size, "width": self.width, "z_dim": self.z_dim}
+        return _config(self)
 
 
 class Discriminator(nn.Module):
     """BEGAN discriminator: auto-encoder whose forward returns the reconstruction of x."""
 
-    def __init__(self, size: int = 32, width: int = 64, z_dim: int = 64, seed: int = 0):
+    def __init__(self, size: int = 32, width: int = 64, z_dim: int = 64, seed: int = 0,
+                 skip: bool = False):
         super().__init__()
-        self.size, self.width, self.z_dim = size, width, z_dim
+        self.size, self.width, self.z_dim, self.skip = size, width, z_dim, skip
         self.encoder = Encoder(size, width, z_dim)
-        self.decoder = Decoder(size, width, z_dim)
+        self.decoder = Decoder(size, width, z_dim, skip)
         glorot_init_(self, seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,21 +149,16 @@ class Discriminator(nn.Module):
 
     def config(self) -> dict[str, int]:
         """Constructor arguments that rebuild this architecture."""
-        return {"size": self.size, "width": self.width, "z_dim": self.z_dim}
+        return _config(self)
+
+
+def _config(model: nn.Module) -> dict[str, int]:
+    # "skip" only when on, so files of the authors' architecture keep their exact bytes
+    cfg = {"size": model.size, "width": model.width, "z_dim": model.z_dim}
+    return {**cfg, "skip": True} if model.skip else cfg
 
 
 _KINDS = {"Generator": Generator, "Discriminator": Discriminator}
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DistributedDataParallel / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(getattr(model, "module", None), nn.Module):
-            model = model.module
-        else:
-            return model
 
 
 def save_model(path: str | os.PathLike, model: nn.Module,
@@ -162,7 +168,7 @@ def save_model(path: str | os.PathLike, model: nn.Module,
     ``metadata``: extra JSON-serialisable facts to store (e.g. training step, M).
     Wrapped models (DDP, torch.compile) are unwrapped first.
     """
-    model = _unwrap(model)
+    model = unwrap(model)
     kind = type(model).__name__
     if kind not in _KINDS:
         raise ValueError(f"model must be a Generator or Discriminator, got {kind}")
@@ -176,7 +182,8 @@ def _load(path: str | os.PathLike, kind: str, device: str | torch.device | None)
         raise ValueError(f"{path} holds a {meta.get('kind')!r}, expected a {kind!r}")
     if meta.get("format") != _FORMAT:
         raise ValueError(f"{path} has format {meta.get('format')!r}, expected {_FORMAT}")
-    model = _KINDS[kind](size=meta["size"], width=meta["width"], z_dim=meta["z_dim"])
+    model = _KINDS[kind](size=meta["size"], width=meta["width"], z_dim=meta["z_dim"],
+                         skip=bool(meta.get("skip", False)))
     model.load_state_dict(state)
     return model.to(pick_device(device)).eval()
 

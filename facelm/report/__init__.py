@@ -1,1 +1,1 @@
-"""Reports: the stage runner, figures, the reports index and offline plots."""
+"""Reports: the stage runner, figures, the metrics registry and writer, the reports index and offline plots."""

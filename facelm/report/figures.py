@@ -155,3 +155,34 @@ def interpolation_strip(images: np.ndarray, landmarks: np.ndarray, displacement:
     bottom.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def agreement_grid(faces: np.ndarray, first: np.ndarray, second: np.ndarray, errors: np.ndarray,
+                   n_each: int = 8, title: str | None = None):
+    """The best, median and worst rows of ``errors``: each face with two sets of landmarks,
+    ``first`` in green and ``second`` in red (e.g. L-Gen's and the judge's)."""
+    idx = np.concatenate(list(best_median_worst(errors, n_each).values()))
+    scale = max(1, 128 // faces.shape[1])
+    both = np.stack([draw_landmarks(draw_landmarks(faces[i], first[i], scale=scale, colour=(0, 220, 0)),
+                                    second[i], scale=1, colour=(255, 40, 40), radius=2) for i in idx])
+    return face_grid(both, ncols=n_each, scale=1, title=title)
+
+
+def augmentation_curve(table: list[dict], n_synth: int, seeds: int):
+    """The augmentation study: detector NME against K real faces, with and without the
+    ``n_synth`` latent-augmented ones (mean ± standard deviation over ``seeds`` repeats)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ks = [r["k"] for r in table]
+    for condition, label in (("real", "real only"), ("real+synth", f"real + {n_synth} latent-augmented")):
+        ax.errorbar(ks, [r[f"{condition}_mean"] for r in table], yerr=[r[f"{condition}_std"] for r in table],
+                    marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel("real training faces K")
+    ax.set_ylabel("NME on real held-out faces")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"detector NME vs K ({seeds} seeds)")
+    fig.tight_layout()
+    return fig

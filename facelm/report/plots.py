@@ -186,11 +186,25 @@ def show_plots(root: str | Path | None = None, out: str | Path | None = None,
     return page
 
 
+def _one_line_errors(command):
+    """A CLI handler that reports npm's or dvc's failure (RuntimeError) without a traceback;
+    the CLI itself does so for FileNotFoundError."""
+    def handler(args) -> int:
+        try:
+            return command(args)
+        except RuntimeError as err:
+            print(f"facelm: error: {err}", file=sys.stderr)
+            return 2
+    return handler
+
+
+@_one_line_errors
 def _template_cmd(args) -> int:
     print(ensure_vega_template(force=args.force))
     return 0
 
 
+@_one_line_errors
 def _plots_cmd(args) -> int:
     print(show_plots(out=args.out).resolve().as_uri())
     return 0
@@ -206,21 +220,3 @@ def add_parser(subparsers) -> None:
     p.add_argument("-o", "--out", default=None,
                    help=f"output folder (default {PLOTS_DIR.as_posix()})")
     p.set_defaults(func=_plots_cmd)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m facelm.report.plots", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (FileNotFoundError, RuntimeError) as err:
-        print(f"facelm: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Haar-crop preprocessing: exact crop transforms, skip accounting, sharding, kill-and-resume."""
+"""CelebA crops: exact crop transforms, the choice of face, skip accounting, sharding, kill-and-resume."""
 import json
 import os
 import signal
@@ -12,12 +12,18 @@ import cv2
 import numpy as np
 import pytest
 
+from facelm.config import CelebAParams, ParamsError, replace
+from facelm.data.celeba_crops import load_preprocessed, preprocess_celeba
+from facelm.data.face_crop import (boxes_contain, choose_face, crop_square, process_image, read_image_file,
+                                   square_box, to_crop_units)
 from facelm.data.fakeceleba import make_fake_celeba
-from facelm.data.crops import (boxes_contain, choose_face, crop_square, load_preprocessed, preprocess_celeba,
-                               read_image_file, square_box, to_crop_units)
 
 ROOT = Path(__file__).resolve().parents[1]
-HAAR = dict(scale_factor=1.1, min_neighbors=5, min_size=0)
+HAAR = replace(CelebAParams(), scale_factor=1.1, min_neighbors=5, min_size=0)
+
+
+def cfg(**changes) -> CelebAParams:
+    return replace(HAAR, **changes)
 
 
 # ------------------------------------------------------------------------- transforms
@@ -85,9 +91,9 @@ def test_dots_land_where_the_landmarks_say():
 
 
 def test_square_box_and_padding():
-    assert square_box(np.array([10, 20, 30, 30])) == (10, 20, 30)
+    assert square_box(np.array([10, 20, 30, 30]), 0.0) == (10, 20, 30)
     assert square_box(np.array([10, 20, 30, 30]), 0.5) == (-5, 5, 60)
-    assert square_box(np.array([10, 20, 40, 30])) == (10, 15, 40)
+    assert square_box(np.array([10, 20, 40, 30]), 0.0) == (10, 15, 40)
     img = np.full((20, 20, 3), 7, np.uint8)
     img[:, :10] = 200
     crop = crop_square(img, -10, 0, 20, 20, "replicate")
@@ -105,9 +111,34 @@ def test_choose_face_prefers_the_box_holding_the_eyes():
     eyes = np.array([[165.0, 60.0], [185.0, 60.0]])
     assert boxes_contain(boxes, eyes).tolist() == [False, True, False]
     assert choose_face(boxes, eyes) == 1
-    assert choose_face(boxes, eyes + 500) == 0  # eyes in no box: the largest
+    # eyes in no box: none of the boxes is this face (no fall-back to the largest)
+    assert choose_face(boxes, eyes + 500) is None
+    assert choose_face(boxes, None) == 0  # no annotation to check against: the largest
     assert choose_face(boxes, eyes, "first") == 0 and choose_face(boxes, eyes, "largest") == 0
     assert choose_face(np.zeros((0, 4), np.int32), eyes) is None
+
+
+def test_a_crop_is_kept_only_with_its_landmarks_in_it():
+    """Eyes in no detection -> skipped (the old code kept the largest box); eyes in a box but
+    other points far outside the crop -> skipped; points just past the edge (within the 2 %
+    tolerance) -> kept."""
+    image = np.full((200, 200, 3), 128, np.uint8)
+    pts = np.array([[80.0, 80], [120, 80], [100, 100], [85, 120], [115, 120]])
+    face, other = np.array([[60, 60, 80, 80]], np.int32), np.array([[0, 150, 40, 40]], np.int32)
+    crop = process_image(image, pts, lambda im: np.concatenate([other, face]), HAAR, 32)
+    assert not isinstance(crop, str) and crop.eyes_in_box and tuple(crop.crop_box) == (60, 60, 80)
+    assert process_image(image, pts, lambda im: other, HAAR, 32) == "no_face_at_eyes"
+    assert process_image(image, pts, lambda im: np.zeros((0, 4), np.int32), HAAR, 32) == "no_face"
+    far = pts.copy()
+    far[3:] = [[-500, 99999], [-500, 99999]]  # a broken annotation row: the mouth somewhere else
+    assert process_image(image, far, lambda im: face, HAAR, 32) == "landmarks_outside"
+    edge = pts.copy()
+    edge[3, 1] = 60 + 80 * 1.015  # 1.5 % of the side below the crop
+    assert not isinstance(process_image(image, edge, lambda im: face, HAAR, 32), str)
+    edge[3, 1] = 60 + 80 * 1.05
+    assert process_image(image, edge, lambda im: face, HAAR, 32) == "landmarks_outside"
+    # the authors' "first detection" ignores the eyes, but never keeps landmarks outside the crop
+    assert process_image(image, pts, lambda im: other, HAAR, 32, choose="first") == "landmarks_outside"
 
 
 def test_read_image_file_reasons(tmp_path):
@@ -134,6 +165,10 @@ def tree(tmp_path_factory):
     return make_fake_celeba(tmp_path_factory.mktemp("celeba"), n=12, layout="aligned", seed=3, detect=HAAR)
 
 
+def run(root, out, size, **changes):
+    return preprocess_celeba(root, out, cfg(**changes), size, progress=False)
+
+
 def _check_against_truth(result, fake, size):
     bad = set(fake.corrupt_files) | set(fake.no_face_files)
     assert result.files == [f for f in fake.files if f not in bad]
@@ -149,11 +184,11 @@ def _check_against_truth(result, fake, size):
 
 
 def test_fake_tree_to_arrays_with_skips_counted_and_listed(tree, tmp_path):
-    result = preprocess_celeba(tree.root, tmp_path / "out", layout="aligned", size=64, shard_size=4,
-                               n_workers=2, progress=False, **HAAR)
+    result = run(tree.root, tmp_path / "out", 64, shard_size=4, n_workers=2)
     _check_against_truth(result, tree, 64)
     assert result.n_total == 12 and len(result) == 10
-    assert result.skipped == {"missing": 0, "corrupt": 1, "unreadable": 0, "no_face": 1, "error": 0}
+    assert result.skipped == {"missing": 0, "corrupt": 1, "unreadable": 0, "no_face": 1, "no_face_at_eyes": 0,
+                              "landmarks_outside": 0, "error": 0}
     listed = {(s["file"], s["reason"]) for s in result.skip_list}
     assert listed == {(tree.corrupt_files[0], "corrupt"), (tree.no_face_files[0], "no_face")}
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -162,8 +197,7 @@ def test_fake_tree_to_arrays_with_skips_counted_and_listed(tree, tmp_path):
     again = load_preprocessed(tmp_path / "out")
     np.testing.assert_array_equal(again.images, result.images)
     # one process gives the same arrays as two
-    single = preprocess_celeba(tree.root, tmp_path / "out1", layout="aligned", size=64, shard_size=5,
-                               n_workers=1, progress=False, **HAAR)
+    single = run(tree.root, tmp_path / "out1", 64, shard_size=5, n_workers=1)
     np.testing.assert_array_equal(single.images, result.images)
     np.testing.assert_array_equal(single.landmarks, result.landmarks)
     assert single.files == result.files
@@ -173,32 +207,70 @@ def test_wild_layout_missing_image_and_limit(tmp_path):
     fake = make_fake_celeba(tmp_path / "wild", n=8, layout="wild", seed=4, detect=HAAR, nested=True)
     gone = next(f for f in fake.files if f not in fake.corrupt_files + fake.no_face_files)
     (tmp_path / "wild" / "Img" / "img_celeba" / gone).unlink()
-    result = preprocess_celeba(tmp_path / "wild", tmp_path / "out", layout="wild", size=32, margin=0.1,
-                               shard_size=3, n_workers=1, progress=False, **HAAR)
+    result = run(tmp_path / "wild", tmp_path / "out", 32, layout="wild", margin=0.1, shard_size=3, n_workers=1)
     assert result.skipped["missing"] == 1 and {"file": gone, "reason": "missing", "detail": ""} in result.skip_list
     assert len(result) == 5 and result.images.shape[1:] == (32, 32, 3)
     assert (result.crop_boxes[:, 2] > result.face_boxes[:, 2]).all()  # the margin enlarged the box
-    limited = preprocess_celeba(tmp_path / "wild", tmp_path / "out2", layout="wild", size=32, limit=3,
-                                n_workers=1, progress=False, **HAAR)
+    limited = run(tmp_path / "wild", tmp_path / "out2", 32, layout="wild", limit=3, n_workers=1)
     assert limited.n_total == 3 and set(limited.files + [s["file"] for s in limited.skip_list]) == set(fake.files[:3])
 
 
+def _edit_landmarks(root: Path, rows: dict[str, list[int]]) -> None:
+    """Replace the landmark rows of some images in a fake tree's landmarks file."""
+    path = root / "list_landmarks_align_celeba.txt"
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines[2:], 2):
+        name = line.split()[0]
+        if name in rows:
+            lines[i] = f"{name:<10} " + "".join(f"{v:>6d}" for v in rows[name])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_wrong_faces_are_skipped_and_counted(tmp_path):
+    """A landmark row of -500 / 99999 (eyes in no detection) and a row whose mouth is far
+    below the face (eyes in the box, mouth outside the crop): both skipped, counted, listed;
+    every kept crop holds its landmarks."""
+    fake = make_fake_celeba(tmp_path / "tree", n=6, layout="aligned", seed=5, corrupt=0, no_face=0, detect=HAAR)
+    broken, low_mouth = fake.files[1], fake.files[3]
+    mouth_down = np.floor(fake.points5[3]).astype(int)
+    mouth_down[3:, 1] += 150
+    _edit_landmarks(fake.root, {broken: [-500, 99999] * 5, low_mouth: mouth_down.ravel().tolist()})
+    result = run(fake.root, tmp_path / "out", 32, n_workers=1)
+    assert result.skipped["no_face_at_eyes"] == 1 and result.skipped["landmarks_outside"] == 1
+    listed = {(s["file"], s["reason"]) for s in result.skip_list}
+    assert listed == {(broken, "no_face_at_eyes"), (low_mouth, "landmarks_outside")}
+    assert len(result) == 4 and broken not in result.files and low_mouth not in result.files
+    assert ((result.landmarks > -0.02) & (result.landmarks < 1.02)).all()
+
+
+def test_dlib_face_detector(tree, tmp_path):
+    """celeba.face_detector: dlib (HOG) crops the same faces; settings say which detector."""
+    result = run(tree.root, tmp_path / "out", 32, face_detector="dlib", n_workers=1)
+    haar = run(tree.root, tmp_path / "haar", 32, n_workers=1)
+    assert result.files == haar.files and result.settings["face_detector"] == "dlib"
+    assert result.eyes_in_box.all() and ((result.landmarks > 0) & (result.landmarks < 1)).all()
+    assert not np.array_equal(result.crop_boxes, haar.crop_boxes)  # another detector, other boxes
+
+
 def test_bad_arguments_fail_before_work(tree, tmp_path):
-    with pytest.raises(ValueError, match="scale_factor"):
-        preprocess_celeba(tree.root, tmp_path / "o", scale_factor=1.0)
-    with pytest.raises(ValueError, match="margin"):
-        preprocess_celeba(tree.root, tmp_path / "o", margin=-0.1)
+    with pytest.raises(ParamsError, match="scale_factor"):  # the config section refuses it
+        cfg(scale_factor=1.0)
+    with pytest.raises(ParamsError, match="margin"):
+        cfg(margin=-0.1)
     with pytest.raises(ValueError, match="pad_mode"):
-        preprocess_celeba(tree.root, tmp_path / "o", pad_mode="wrap")
+        preprocess_celeba(tree.root, tmp_path / "o", HAAR, 32, pad_mode="wrap")
+    with pytest.raises(ValueError, match="choose"):
+        preprocess_celeba(tree.root, tmp_path / "o", HAAR, 32, choose="best")
     with pytest.raises(FileNotFoundError, match="img_celeba"):
-        preprocess_celeba(tree.root, tmp_path / "o", layout="wild")
+        preprocess_celeba(tree.root, tmp_path / "o", cfg(layout="wild"), 32)
     assert not (tmp_path / "o").exists()
 
 
 # ---------------------------------------------------------------------- kill and resume
 SCRIPT = """
 import sys, time
-from facelm.data.crops import preprocess_celeba
+from facelm.config import CelebAParams, replace
+from facelm.data.celeba_crops import preprocess_celeba
 
 def stall(event, state):
     if event == "shard" and not state["reused"]:
@@ -206,15 +278,16 @@ def stall(event, state):
         time.sleep(120)  # stand still after the first shard: the test kills us here
 
 if __name__ == "__main__":
-    preprocess_celeba(sys.argv[1], sys.argv[2], layout="aligned", size=32, shard_size=3, n_workers=2,
-                      keep_shards=True, progress=False, callbacks=[stall], **{HAAR})
+    cfg = replace(CelebAParams(), shard_size=3, n_workers=2, **{HAAR})
+    preprocess_celeba(sys.argv[1], sys.argv[2], cfg, 32, keep_shards=True, progress=False, callbacks=[stall])
 """
 
 
 def test_kill_and_resume_reuses_finished_shards(tree, tmp_path):
     out = tmp_path / "out"
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(SCRIPT.replace("{HAAR}", repr(HAAR))))
+    haar = {k: getattr(HAAR, k) for k in ("scale_factor", "min_neighbors", "min_size")}
+    script.write_text(textwrap.dedent(SCRIPT.replace("{HAAR}", repr(haar))))
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, str(script), str(tree.root), str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -235,22 +308,20 @@ def test_kill_and_resume_reuses_finished_shards(tree, tmp_path):
     (out / "shards" / "shard_00002.npz").write_bytes(b"PK\x03\x04 damaged")
 
     events = []
-    resumed = preprocess_celeba(tree.root, out, layout="aligned", size=32, shard_size=3, n_workers=1,
-                                keep_shards=True, progress=False, callbacks=[lambda e, s: events.append((e, s))],
-                                **HAAR)
+    resumed = preprocess_celeba(tree.root, out, cfg(shard_size=3, n_workers=1), 32, keep_shards=True,
+                                progress=False, callbacks=[lambda e, s: events.append((e, s))])
     reused = {s["shard"]: s["reused"] for e, s in events if e == "shard"}
     assert reused == {0: True, 1: False, 2: False, 3: False}
     assert first.stat().st_mtime_ns == mtime
     assert not list((out / "shards").glob(".shard_*"))
 
-    whole = preprocess_celeba(tree.root, tmp_path / "whole", layout="aligned", size=32, shard_size=5,
-                              n_workers=1, progress=False, **HAAR)
+    whole = run(tree.root, tmp_path / "whole", 32, shard_size=5, n_workers=1)
     np.testing.assert_array_equal(resumed.images, whole.images)
     np.testing.assert_array_equal(resumed.landmarks, whole.landmarks)
     assert resumed.files == whole.files and resumed.skip_list == whole.skip_list
 
     # other settings: no shard is reused
     events.clear()
-    preprocess_celeba(tree.root, out, layout="aligned", size=32, shard_size=3, n_workers=1, margin=0.1,
-                      progress=False, callbacks=[lambda e, s: events.append((e, s))], **HAAR)
+    preprocess_celeba(tree.root, out, cfg(shard_size=3, n_workers=1, margin=0.1), 32, progress=False,
+                      callbacks=[lambda e, s: events.append((e, s))])
     assert not any(s["reused"] for e, s in events if e == "shard")

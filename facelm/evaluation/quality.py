@@ -1,0 +1,83 @@
+"""Generator quality: how close G(z) is to the data, in one fixed feature space.
+
+The feature space is the judge's own (the stage-00 landmark detector, trained only on data
+faces): the deepest backbone map (4x4 cells) flattened, so a feature keeps *where* the
+eyes, nose and mouth are, which is what the landmarks need. It is fixed for a given
+params.yaml (stage 00 is deterministic) and ships with the run, nothing is downloaded.
+
+Numbers (Kynkäänniemi et al. 2019, "Improved precision and recall metric"):
+- precision: share of generated samples inside the data manifold (the union of balls around
+  each data feature with radius its distance to its k-th nearest data neighbour);
+- recall: share of data samples inside the generated manifold (the same, roles swapped);
+- Fréchet distance between Gaussians fitted to the two feature sets (FID's formula).
+The floor is the same numbers for two disjoint sets of data faces of equal size: what a
+perfect generator would score with this many samples.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from facelm.tensors import to_tensor
+
+
+@torch.no_grad()
+def judge_features(detector: torch.nn.Module, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """float64 ``[N, D]`` features of uint8 images: the detector's deepest map, flattened."""
+    detector.eval()
+    device = next(detector.parameters()).device
+    out = []
+    for i in range(0, len(images), batch):
+        x = to_tensor(images[i:i + batch], device)
+        for stage in detector.stages:
+            x = stage(x)
+        out.append(x.flatten(1).double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _kth_radius(feats: np.ndarray, k: int) -> np.ndarray:
+    d = _pairwise(feats, feats)
+    return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """k-NN manifold precision and recall of ``fake`` against ``real`` features."""
+    d = _pairwise(fake, real)  # [n_fake, n_real]
+    precision = float((d <= _kth_radius(real, k)[None, :]).any(axis=1).mean())
+    recall = float((d.T <= _kth_radius(fake, k)[None, :]).any(axis=1).mean())
+    return precision, recall
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets ``a`` and ``b``."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    # tr sqrt(ca cb) from the eigenvalues of sqrt(ca) cb sqrt(ca) (symmetric, PSD)
+    w, v = np.linalg.eigh(ca)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root @ cb @ root)
+    tr_sqrt = np.sqrt(np.clip(cross, 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2.0 * tr_sqrt)
+
+
+def quality(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str, float]:
+    """``{"precision", "recall", "fd"}`` of ``fake`` features against ``real`` ones."""
+    p, r = precision_recall(real, fake, k)
+    return {"precision": p, "recall": r, "fd": frechet_distance(real, fake)}
+
+
+def generator_quality(detector: torch.nn.Module, data_a: np.ndarray, data_b: np.ndarray,
+                      generated: np.ndarray, k: int = 3) -> dict[str, float]:
+    """Quality of ``generated`` against data faces ``data_a``, and the floor (``data_b``, disjoint
+    data faces of the same count, against ``data_a``). Keys: ``gen_precision``, ``gen_recall``,
+    ``gen_fd`` and ``floor_precision``, ``floor_recall``, ``floor_fd``."""
+    if not len(data_a) == len(data_b) == len(generated):
+        raise ValueError(f"equal sample sizes needed, got {len(data_a)}, {len(data_b)}, {len(generated)}")
+    fa, fb, fg = (judge_features(detector, x) for x in (data_a, data_b, generated))
+    gen, floor = quality(fa, fg, k), quality(fa, fb, k)
+    return {**{f"gen_{n}": v for n, v in gen.items()}, **{f"floor_{n}": v for n, v in floor.items()}}

@@ -1,0 +1,246 @@
+"""One BEGAN training run's state and its named steps, driven by :func:`train_began`.
+
+:class:`BEGANRun` holds the models, optimisers, random streams, loss (with k_t) and
+history, and does one thing per method: ``resume``, ``wrap`` (compile, DDP),
+``train_step``, ``flush`` (log), ``keep_if_best``, ``checkpoint``, ``sample``. The order
+of random draws and float operations is the trainer's contract (resume is bit-exact), so
+change it only on purpose.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from facelm.checkpoint import config_hash
+from facelm.config import BEGANParams
+from facelm.models.began import Discriminator, Generator
+from facelm.tensors import sample_z, to_tensor, to_uint8
+from facelm.training.common import (Distributed, all_reduce_mean, array_fingerprint,
+                                    derive_seed, gather_objects, global_rng_state,
+                                    match_layout, restore_global_rng, resume_or_fresh,
+                                    save_checkpoint)
+from facelm.training.loss import BEGANLoss
+
+__all__ = ["BEGANRun", "EpochSampler", "HISTORY_COLUMNS"]
+
+Emit = Callable[[str, dict], None]
+# columns of the per-step history, in order ("lr" is appended on the host)
+HISTORY_COLUMNS = ("loss_D", "loss_G", "L_real", "L_fake", "k", "M", "lr")
+CKPT_FORMAT = 1
+
+
+class EpochSampler:
+    """Batches of indices from shuffled epochs (the last partial batch of an epoch is
+    dropped). Its whole state (generator, permutation, position) is checkpointable."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size = n, batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(n, generator=self.gen)
+        self.pos = 0
+
+    def next(self) -> np.ndarray:
+        if self.pos + self.batch_size > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.perm[self.pos:self.pos + self.batch_size].numpy()
+        self.pos += self.batch_size
+        return np.sort(idx)  # sorted: sequential reads from a memmap; the loss is order-free
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state(), "perm": self.perm.clone(), "pos": self.pos}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.gen.set_state(s["gen"])
+        self.perm, self.pos = s["perm"].clone(), int(s["pos"])
+
+
+def _run_config(cfg: BEGANParams, size: int, seed: int, world: int, images: np.ndarray) -> dict:
+    """Everything that changes the numbers except ``steps`` (a run may be extended)."""
+    return {"size": size, "width": int(cfg.width), "z_dim": int(cfg.z_dim),
+            "batch_size": int(cfg.batch_size), "lr": float(cfg.lr),
+            "betas": [float(cfg.beta1), float(cfg.beta2)], "gamma": float(cfg.gamma),
+            "lambda_k": float(cfg.lambda_k), "k0": float(cfg.k0), "eta": float(cfg.eta),
+            "update": cfg.update, "lr_decay": float(cfg.lr_decay),
+            "lr_decay_every": int(cfg.lr_decay_every), "best_window": int(cfg.best_window),
+            "seed": int(seed), "world_size": world, "data": array_fingerprint(images),
+            **({"skip": True} if cfg.skip else {})}  # absent when off: old checkpoints resume
+
+
+class BEGANRun:
+    """The state of one training call: models, optimisers, random streams, history."""
+
+    def __init__(self, images: np.ndarray, cfg: BEGANParams, out_dir: Path, seed: int,
+                 d: Distributed, *, size: int, channels_last: bool, n_sample: int):
+        dev, s, w, zd = d.device, size, cfg.width, cfg.z_dim
+        self.images, self.cfg, self.d, self.dev, self.out_dir = images, cfg, d, dev, out_dir
+        self.ckpt_path = out_dir / "checkpoint" / "state.pt"
+        self.config = _run_config(cfg, size, seed, d.world, images)
+        self.chash = config_hash(self.config)
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.G = Generator(s, w, zd, seed=derive_seed(seed, 1), skip=cfg.skip).to(dev, memory_format=self.fmt)
+        self.D = Discriminator(s, w, zd, seed=derive_seed(seed, 2), skip=cfg.skip).to(dev, memory_format=self.fmt)
+        self.G_best = Generator(s, w, zd, skip=cfg.skip).to(dev, memory_format=self.fmt)
+        self.G_best.load_state_dict(self.G.state_dict())
+        # fused Adam: one kernel per step on CUDA; the CPU keeps the plain for-each path
+        adam = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                    **({"fused": True} if dev.type == "cuda" else {}))
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
+        self.sampler = EpochSampler(images.shape[0], cfg.batch_size, derive_seed(seed, 3, d.rank))
+        self.zgen = torch.Generator().manual_seed(derive_seed(seed, 4, d.rank))
+        self.loss = BEGANLoss(cfg, dev)
+        self.history = np.zeros((cfg.steps, len(HISTORY_COLUMNS)), np.float32)  # row s-1 = step s
+        self.best_M, self.best_step, self.total_seconds = math.inf, None, 0.0
+        self.step = 0
+        self.z_fixed = sample_z(n_sample, zd, seed).to(dev)
+        self.pin = dev.type == "cuda"
+        self.pending: list[torch.Tensor] = []   # per-step stats still on the device
+        self.pending_lr: list[float] = []
+
+    # ---- resume
+    def resume(self) -> tuple[int | None, str]:
+        """Load the checkpoint if it belongs to this run (see :func:`resume_or_fresh`);
+        return ``(resumed_from, message)``: the step it resumed from (None: a fresh start)
+        and the line that says so."""
+        res = resume_or_fresh(self.ckpt_path, self.chash, config=self.config, name="BEGAN",
+                              limit=self.cfg.steps, fmt=CKPT_FORMAT, rank=self.d.rank,
+                              world=self.d.world)
+        st = res.state
+        if st is not None:
+            self.G.load_state_dict(st["G"]); self.D.load_state_dict(st["D"])
+            self.G_best.load_state_dict(st["G_best"])
+            for opt, key in ((self.opt_G, "opt_G"), (self.opt_D, "opt_D")):
+                opt.load_state_dict(st[key])
+                match_layout(opt)
+            self.loss.k.copy_(st["k"])
+            self.step = int(st["step"])
+            self.history[:self.step] = st["history"].numpy()[:self.step]
+            self.best_M, self.best_step = float(st["best_M"]), st["best_step"]
+            self.total_seconds = float(st["seconds"])
+            r = st["rng"][self.d.rank]
+            self.sampler.load_state_dict(r["sampler"]); self.zgen.set_state(r["z"])
+            restore_global_rng(r, self.dev)
+        return res.step, res.message()
+
+    # ---- runtime wrappers
+    def wrap(self, compile: bool | str) -> None:
+        """Compiled modules and DDP replicas around G and D (the plain ones are kept)."""
+        self.G_run, self.D_run = self.G, self.D
+        if compile:
+            backend = compile if isinstance(compile, str) else "inductor"
+            self.G_run = torch.compile(self.G, backend=backend)
+            self.D_run = torch.compile(self.D, backend=backend)
+        self.G_train, self.D_train = self.G_run, self.D_run
+        if self.d.world > 1:
+            ids = [self.dev.index] if self.dev.type == "cuda" else None
+            self.G_train = DDP(self.G_run, device_ids=ids)
+            self.D_train = DDP(self.D_run, device_ids=ids)
+
+    # ---- data
+    def batch(self) -> torch.Tensor:
+        """The next real batch, NCHW float in [-1, 1] (channels_last when asked)."""
+        x = torch.from_numpy(self.images[self.sampler.next()])
+        x = x.pin_memory().to(self.dev, non_blocking=True) if self.pin else x.to(self.dev)
+        # NHWC bytes permuted to NCHW are already channels_last in memory
+        return to_tensor(x).contiguous(memory_format=self.fmt)
+
+    def draw_z(self) -> torch.Tensor:
+        z = torch.rand(self.cfg.batch_size, self.cfg.z_dim, generator=self.zgen) * 2.0 - 1.0
+        return z.to(self.dev, non_blocking=self.pin)
+
+    def lr_at(self, step: int) -> float:
+        c = self.cfg
+        return c.lr * c.lr_decay ** (step // c.lr_decay_every) if c.lr_decay_every else c.lr
+
+    # ---- one optimiser step
+    def train_step(self, autocast) -> None:
+        """One BEGAN step: lr, batch, G and D updates, k_t and M (stats stay on the device)."""
+        lr_now = self.lr_at(self.step)
+        for opt in (self.opt_G, self.opt_D):
+            for g in opt.param_groups:
+                g["lr"] = lr_now
+        x = self.batch()
+        self.opt_G.zero_grad(set_to_none=True)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss, k = self.loss, self.loss.k
+        if self.cfg.update == "joint":
+            z = self.draw_z()
+            with autocast:
+                objective, L_real, L_fake = loss(self.G_train, self.D_train, x, z)
+            objective.backward()
+            self.opt_G.step(); self.opt_D.step()
+            loss_D = (L_real - k * L_fake).detach()
+        else:
+            z_D, z_G = self.draw_z(), self.draw_z()
+            with torch.no_grad(), autocast:
+                fake = self.G_run(z_D)
+            with autocast:
+                loss_D, L_real, _ = loss.d_loss(self.D_train, x, fake)
+            loss_D.backward()
+            self.opt_D.step()
+            with autocast:
+                L_fake = loss.g_loss(self.D_run, self.G_train(z_G))
+            L_fake.backward(inputs=list(self.G.parameters()))  # D's grads are not needed here
+            self.opt_G.step()
+        stats = torch.stack([loss_D, L_real, L_fake]).detach().float()
+        # mean over ranks: keeps k_t equal everywhere
+        loss_D_m, L_real_m, L_fake_m = all_reduce_mean(stats, self.d.world).unbind()
+        M = loss.update(L_real_m, L_fake_m)
+        self.pending.append(torch.stack([loss_D_m, L_fake_m, L_real_m, L_fake_m, loss.k, M]))
+        self.pending_lr.append(lr_now)
+        self.step += 1
+
+    # ---- logging, best window, checkpoint
+    def flush(self, emit: Emit, bar) -> None:
+        """Copy buffered stats to the host (one sync) and run the "step" callbacks."""
+        if not self.pending:
+            return
+        rows = torch.stack(self.pending).cpu().numpy()
+        rows = np.concatenate([rows, np.asarray(self.pending_lr, np.float32)[:, None]], 1)
+        first = self.step - len(rows) + 1
+        self.history[first - 1:self.step] = rows
+        self.pending.clear(); self.pending_lr.clear()
+        for i, row in enumerate(rows):
+            emit("step", {"step": first + i, **{c: float(v) for c, v in zip(HISTORY_COLUMNS, row)}})
+        if bar is not None:
+            bar.update(len(rows))
+            bar.set_postfix(M=f"{rows[-1, 5]:.4f}", k=f"{rows[-1, 4]:.4f}", refresh=False)
+
+    def keep_if_best(self, emit: Emit) -> None:
+        """At the end of a window: keep G if the window's mean M is the lowest yet."""
+        window_M = float(self.history[self.step - self.cfg.best_window:self.step, 5].mean())
+        if window_M < self.best_M:
+            self.best_M, self.best_step = window_M, self.step
+            self.G_best.load_state_dict(self.G.state_dict())
+            emit("best", {"step": self.step, "M": window_M})
+
+    def checkpoint(self, emit: Emit, seconds: float) -> None:
+        """Write the full training state (every rank's random streams; rank 0 writes)."""
+        rng = {"sampler": self.sampler.state_dict(), "z": self.zgen.get_state(),
+               **global_rng_state(self.dev)}
+        rngs = gather_objects(rng, self.d.world)
+        if not self.d.is_main:
+            return
+        save_checkpoint(self.ckpt_path, {
+            "format": CKPT_FORMAT, "config_hash": self.chash,
+            "config": json.dumps(self.config), "step": self.step,
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "G_best": self.G_best.state_dict(), "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(), "k": self.loss.k.detach().cpu(),
+            "history": torch.from_numpy(self.history[:self.step].copy()),
+            "best_M": self.best_M, "best_step": self.best_step,
+            "seconds": self.total_seconds + seconds, "rng": rngs})
+        emit("checkpoint", {"step": self.step, "path": str(self.ckpt_path)})
+
+    @torch.no_grad()
+    def sample(self) -> np.ndarray:
+        """uint8 NHWC images of G(fixed z): the "sample" grids."""
+        return to_uint8(self.G(self.z_fixed))
+
+

@@ -1,0 +1,48 @@
+"""Generator-quality numbers: k-NN precision/recall and the Fréchet distance."""
+import numpy as np
+import pytest
+import torch
+
+from facelm.evaluation.quality import frechet_distance, generator_quality, precision_recall
+
+
+def test_same_distribution_scores_high_and_disjoint_scores_zero():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    p, r = precision_recall(a, b, k=3)
+    assert p > 0.8 and r > 0.8
+    far = b + 100.0
+    assert precision_recall(a, far, k=3) == (0.0, 0.0)
+
+
+def test_collapsed_generator_has_precision_but_no_recall():
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(400, 4))
+    collapsed = real[:1] + 0.01 * rng.normal(size=(400, 4))  # every sample near one data point
+    p, r = precision_recall(real, collapsed, k=3)
+    assert p > 0.9 and r < 0.05
+
+
+def test_frechet_distance_of_shifted_gaussians():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(20000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shift = np.array([1.0, 2.0, 0.0])
+    assert frechet_distance(a, a + shift) == pytest.approx(5.0, rel=1e-6)
+    # doubling the spread: FD = sum (sigma_a - sigma_b)^2 = 3 for unit vs 2x std
+    assert frechet_distance(a, 2 * a) == pytest.approx(3.0, rel=0.02)
+
+
+def test_generator_quality_on_a_tiny_detector():
+    from facelm.models.detector import LandmarkDetector
+
+    torch.manual_seed(0)
+    det = LandmarkDetector(32, 49, 4, 0)
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 255, (60, 32, 32, 3), dtype=np.uint8)
+    flat = np.full((30, 32, 32, 3), 128, np.uint8)
+    q = generator_quality(det, data[:30], data[30:], flat)
+    assert set(q) == {"gen_precision", "gen_recall", "gen_fd", "floor_precision", "floor_recall", "floor_fd"}
+    assert q["gen_recall"] < q["floor_recall"] and q["gen_fd"] > q["floor_fd"]
+    with pytest.raises(ValueError, match="equal sample sizes"):
+        generator_quality(det, data[:30], data[30:], flat[:10])
