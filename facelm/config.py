@@ -213,6 +213,8 @@ class EvaluationParams(_Section):
     dlib: Bool = True  # also run dlib's 68-point predictor (-> 49) as an outside judge
     dlib_size: Int = _field(128, "faces are upscaled to this size for dlib, whose HOG detector "
                                  "needs faces of about 80 px", ge=64, le=512)
+    quality_n: Int = _field(500, "stage 02's generator-quality sample: this many G(z), held-out and "
+                                 "training faces (the same counts every run)", gt=0)
 
 
 class AugmentationParams(_Section):
@@ -266,6 +268,9 @@ class Params(_Section):
                 (self.began.batch_size <= n, f"began.batch_size must be <= world.n_train ({n}), the "
                                              f"faces it draws batches from (got {self.began.batch_size})"),
                 (inv.n_mirror <= n, f"inversion.n_mirror must be <= world.n_train ({n}) (got {inv.n_mirror})"),
+                (self.evaluation.quality_n <= min(n, self.world.n_heldout),
+                 f"evaluation.quality_n must be <= world.n_train and world.n_heldout "
+                 f"({min(n, self.world.n_heldout)}) (got {self.evaluation.quality_n})"),
                 (not self.lgen.drop_last or self.lgen.batch_size <= pairs,
                  f"lgen.batch_size must be <= the {pairs} training pairs when lgen.drop_last is true, "
                  f"or no batch is left (got {self.lgen.batch_size})"),

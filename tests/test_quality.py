@@ -46,3 +46,24 @@ def test_generator_quality_on_a_tiny_detector():
     assert q["gen_recall"] < q["floor_recall"] and q["gen_fd"] > q["floor_fd"]
     with pytest.raises(ValueError, match="equal sample sizes"):
         generator_quality(det, data[:30], data[30:], flat[:10])
+
+
+def test_evaluate_generator_keys_and_determinism():
+    from facelm.config import EvaluationParams
+    from facelm.evaluation.quality import evaluate_generator
+    from facelm.models.began import Generator
+    from facelm.models.detector import LandmarkDetector
+
+    torch.manual_seed(0)
+    G, judge = Generator(32, 4, 8, seed=0), LandmarkDetector(32, 49, 4, 0)
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8)
+    held = rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8)
+    cfg = EvaluationParams(quality_n=12, dlib=False)
+    m1, faces = evaluate_generator(G, judge, train, held, cfg, seed=1)
+    m2, _ = evaluate_generator(G, judge, train, held, cfg, seed=1)
+    assert m1 == m2 and faces.shape == (12, 32, 32, 3) and faces.dtype == np.uint8
+    assert set(m1) == {"gen_precision", "gen_recall", "gen_fd", "gen_floor_precision",
+                       "gen_floor_recall", "gen_floor_fd"}
+    m3, _ = evaluate_generator(G, judge, train, held, EvaluationParams(quality_n=12, dlib_size=64), seed=1)
+    assert 0.0 <= m3["gen_dlib_found"] <= 0.2  # an untrained G draws no face dlib can find

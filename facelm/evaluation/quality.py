@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from facelm.tensors import to_tensor
+from facelm.config import EvaluationParams
+from facelm.tensors import sample_z, to_tensor, to_uint8
 
 
 @torch.no_grad()
@@ -81,3 +82,30 @@ def generator_quality(detector: torch.nn.Module, data_a: np.ndarray, data_b: np.
     fa, fb, fg = (judge_features(detector, x) for x in (data_a, data_b, generated))
     gen, floor = quality(fa, fg, k), quality(fa, fb, k)
     return {**{f"gen_{n}": v for n, v in gen.items()}, **{f"floor_{n}": v for n, v in floor.items()}}
+
+
+def evaluate_generator(G: torch.nn.Module, judge: torch.nn.Module, train_images: np.ndarray,
+                       heldout_images: np.ndarray, cfg: EvaluationParams, *, seed: int,
+                       n_workers: int = 0) -> tuple[dict[str, float], np.ndarray]:
+    """Stage 02's generator-quality metrics and the generated faces they were measured on.
+
+    ``cfg.quality_n`` random z (uniform, from ``seed``) through G against the first
+    ``quality_n`` held-out faces; the floor compares the first ``quality_n`` training faces
+    with the same held-out ones. With ``cfg.dlib``, also the share of G(z) in which dlib's HOG
+    detector finds a face (stage 06's protocol: upscaled to ``cfg.dlib_size``).
+    Keys: ``gen_precision``, ``gen_recall``, ``gen_fd``, ``gen_floor_precision``,
+    ``gen_floor_recall``, ``gen_floor_fd`` and ``gen_dlib_found``.
+    """
+    n = cfg.quality_n
+    with torch.no_grad():
+        z = sample_z(n, G.z_dim, seed=seed).to(next(G.parameters()).device)
+        faces = np.concatenate([to_uint8(G(z[i:i + 256])) for i in range(0, n, 256)])
+    q = generator_quality(judge, heldout_images[:n], train_images[:n], faces)
+    metrics = {k.replace("floor_", "gen_floor_") if k.startswith("floor_") else k: v
+               for k, v in q.items()}
+    if cfg.dlib:
+        from facelm.models.dlib_landmarks import face_found_rate
+
+        metrics["gen_dlib_found"] = face_found_rate(faces, size=cfg.dlib_size, n_workers=n_workers,
+                                                    progress=False)
+    return metrics, faces

@@ -26,10 +26,12 @@ class Metric:
     meaning: str
     contract: bool = False  # one of SPEC's "Metrics contract" keys
     produced: bool = True   # False until the stage's notebook writes it
+    readme: bool = False    # listed in the README's table beside the contract keys
 
 
-def _m(key: str, stage: str, meaning: str, contract: bool = False, produced: bool = True) -> Metric:
-    return Metric(key, stage, meaning, contract, produced)
+def _m(key: str, stage: str, meaning: str, contract: bool = False, produced: bool = True,
+       readme: bool = False) -> Metric:
+    return Metric(key, stage, meaning, contract, produced, readme)
 
 
 # In pipeline order; within a stage the contract keys come first (the index's headline order).
@@ -45,6 +47,16 @@ METRICS: tuple[Metric, ...] = (
        "BEGAN convergence measure M averaged over the last 1 % of steps", contract=True),
     _m("began_steps", "02_began", "optimiser steps taken", contract=True),
     _m("began_best_step", "02_began", "step at the end of the lowest-M window (the kept generator)"),
+    _m("gen_precision", "02_began", "k-NN precision (k = 3) of G(z) against held-out faces in the judge's "
+       "features: share of G(z) inside the data manifold", readme=True),
+    _m("gen_recall", "02_began", "k-NN recall: share of held-out faces inside the manifold of G(z)", readme=True),
+    _m("gen_fd", "02_began", "Fréchet distance between G(z) and held-out faces in the judge's features", readme=True),
+    _m("gen_floor_precision", "02_began", "the same precision for training faces vs held-out faces (a "
+       "perfect generator's score at this sample size)"),
+    _m("gen_floor_recall", "02_began", "the same recall for training vs held-out faces"),
+    _m("gen_floor_fd", "02_began", "the same Fréchet distance for training vs held-out faces"),
+    _m("gen_dlib_found", "02_began", "share of G(z) in which dlib's HOG detector finds a face "
+       "(stage 06's protocol, stage 02's sample)", readme=True),
     _m("inversion_l1_train", "03_inversion",
        "mean per-pixel L1 (images in [0, 1]) of G(z_r) vs x, training faces", contract=True),
     _m("inversion_l1_heldout", "03_inversion",
@@ -129,9 +141,9 @@ def check_keys(keys, stage: str | None = None) -> None:
 
 def markdown_table(metrics=None) -> str:
     """The README's metrics table (``| key | stage | meaning |``) for ``metrics`` (default:
-    the produced contract keys), stage given by its number."""
+    the produced contract keys and those marked ``readme``), stage given by its number."""
     if metrics is None:
-        metrics = [m for m in METRICS if m.contract and m.produced]
+        metrics = [m for m in METRICS if (m.contract or m.readme) and m.produced]
     rows = ["| key | stage | meaning |", "|---|---|---|"]
     rows += [f"| `{m.key}` | {m.stage[:2]} | {m.meaning} |" for m in metrics]
     return "\n".join(rows)
