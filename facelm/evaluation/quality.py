@@ -89,14 +89,15 @@ def evaluate_generator(G: torch.nn.Module, judge: torch.nn.Module, train_images:
                        n_workers: int = 0) -> tuple[dict[str, float], np.ndarray]:
     """Stage 02's generator-quality metrics and the generated faces they were measured on.
 
-    ``cfg.quality_n`` random z (uniform, from ``seed``) through G against the first
-    ``quality_n`` held-out faces; the floor compares the first ``quality_n`` training faces
+    ``n = cfg.quality_n`` random z (uniform, from ``seed``; fewer if the data holds fewer
+    faces) through G against the first ``n`` held-out faces; the floor compares the first ``quality_n`` training faces
     with the same held-out ones. With ``cfg.dlib``, also the share of G(z) in which dlib's HOG
     detector finds a face (stage 06's protocol: upscaled to ``cfg.dlib_size``).
     Keys: ``gen_precision``, ``gen_recall``, ``gen_fd``, ``gen_floor_precision``,
     ``gen_floor_recall``, ``gen_floor_fd`` and ``gen_dlib_found``.
     """
-    n = cfg.quality_n
+    # a small CelebA set may hold fewer faces than quality_n: then all of them (fixed per data set)
+    n = min(cfg.quality_n, len(train_images), len(heldout_images))
     with torch.no_grad():
         z = sample_z(n, G.z_dim, seed=seed).to(next(G.parameters()).device)
         faces = np.concatenate([to_uint8(G(z[i:i + 256])) for i in range(0, n, 256)])
