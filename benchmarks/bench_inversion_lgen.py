@@ -35,7 +35,7 @@ SEED = 0
 
 def inversion_problem(dev: torch.device, n: int, size: int = 32, width: int = 16):
     """A random-weight G (eval mode) and ``n`` faces it can make exactly."""
-    G = Generator(size=size, width=width, seed=1).to(dev).eval()
+    G = Generator(size=size, width=width, z_dim=64, seed=1).to(dev).eval()
     with torch.no_grad():
         z = torch.rand(n, 64, generator=torch.Generator().manual_seed(1)).mul(2).sub(1)
         images = to_uint8(G(z.to(dev)))
@@ -45,7 +45,7 @@ def inversion_problem(dev: torch.device, n: int, size: int = 32, width: int = 16
 def fixed_steps(steps: int, batch_size: int) -> "InversionParams":
     """Every image takes all ``steps`` updates: no restarts, patience beyond the budget."""
     return replace(InversionParams(), steps=steps, restart_threshold=None, patience=steps + 1,
-                   batch_size=batch_size)
+                   batch_size=batch_size, init="random")  # the authors' start, as the loop's
 
 
 def batched(G, images, steps: int, dev) -> tuple[float, np.ndarray]:

@@ -94,7 +94,7 @@ def facelm_synth(g_path, l_path, n: int, batch: int, device: torch.device, fmt: 
 def make_models(work: Path, size: int, width: int) -> tuple[Path, Path, int]:
     """Random-weight G (last layer scaled up: textured faces) and L-Gen saved under ``work``:
     (generator path, L-Gen path, G's parameter count)."""
-    G = Generator(size=size, width=width, seed=1)
+    G = Generator(size=size, width=width, z_dim=64, seed=1)
     with torch.no_grad():
         G.body[-1].weight.mul_(30.0)
     g_path, l_path = work / f"g{size}.safetensors", work / "l.safetensors"

@@ -10,23 +10,17 @@ only warn on unknown names, so the checking lives here.) What a person clearly m
 accepted: YAML 1.1 booleans in any case (on/off, yes/no), ``1e-4`` for a number (PyYAML
 reads it as a string) and ``1.0e4`` for an integer.
 """
-from collections.abc import Hashable
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union
 
-import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      field_validator, model_validator)
-from pydantic.fields import FieldInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+# ParamsError and read_params_file are part of this module's API (re-exported)
+from facelm.params_file import ParamsError, _validate, read_params_file  # noqa: F401
 
 INT_MAX = 2**31 - 1      # larger integers overflow the int32 counters and seeds downstream
 MAX_BEGAN_STEPS = 10**7  # the BEGAN trainer keeps a history row of 7 float32 per step
 ALL = "use null for all"
-
-
-class ParamsError(ValueError):
-    """A parameter is unknown, of the wrong type or out of range (the message is one line)."""
 
 
 def _number(v: Any) -> Any:
@@ -137,7 +131,7 @@ class BEGANParams(_Section):
     channels_last: Auto = "auto"
     bf16: Auto = "auto"
     compile: Bool = False
-    skip: Bool = False
+    skip: Bool = True  # BEGAN paper 3.5 skip connections (authors and the paper setting: off)
 
     def _rules(self) -> list[tuple[bool, str]]:
         return [(self.best_window <= self.steps,
@@ -149,7 +143,7 @@ class InversionParams(_Section):
 
     n_train: Optional[Int] = _field(None, ALL, gt=0)
     n_mirror: Int = Field(8, gt=0)
-    steps: Int = Field(120, gt=0)
+    steps: Int = Field(60, gt=0)
     lr: Float = Field(0.1, gt=0)
     beta1: Float = Field(0.9, ge=0, lt=1)
     beta2: Float = Field(0.999, ge=0, lt=1)
@@ -161,6 +155,13 @@ class InversionParams(_Section):
     tol: Float = Field(1e-4, ge=0)
     patience: Int = Field(20, gt=0)
     batch_size: Int = Field(256, gt=0)
+    # start point: random (the authors') | encoder (a CNN trained on (z, G(z)) pairs)
+    init: Literal["random", "encoder"] = "encoder"
+    encoder_steps: Int = Field(200, gt=0)        # Adam steps, each on fresh z and data faces
+    encoder_batch_size: Int = Field(32, gt=0)    # pairs (z, G(z)) and data faces per step
+    encoder_lr: Float = Field(1e-3, gt=0)        # decayed linearly to 0
+    encoder_width: Int = Field(16, gt=0)
+    encoder_data_weight: Float = Field(1.0, ge=0)  # of |x - G(E(x))| on data faces (0: pairs only)
 
     def _rules(self) -> list[tuple[bool, str]]:
         return [(self.n_train is None or self.n_mirror <= self.n_train,
@@ -186,7 +187,7 @@ class ResultsParams(_Section):
 
     n_random: Int = Field(16, gt=0)
     n_interp: Int = Field(14, gt=0)
-    interp_face: Int = Field(0, ge=0)  # a training face among the first inversion.n_mirror
+    interp_face: Int = Field(0, ge=0)  # which mirrored face (0: the most turned of inversion.n_mirror)
 
 
 class DetectorParams(_Section):
@@ -213,8 +214,9 @@ class EvaluationParams(_Section):
     dlib: Bool = True  # also run dlib's 68-point predictor (-> 49) as an outside judge
     dlib_size: Int = _field(128, "faces are upscaled to this size for dlib, whose HOG detector "
                                  "needs faces of about 80 px", ge=64, le=512)
-    quality_n: Int = _field(500, "stage 02's generator-quality sample: this many G(z), held-out and "
-                                 "training faces (the same counts every run)", gt=0)
+    # stage 02's generator-quality sample: this many G(z), held-out and training faces (fewer
+    # only if the face set holds fewer: the same counts for every run on one data set)
+    quality_n: Int = Field(500, gt=0)
 
 
 class AugmentationParams(_Section):
@@ -268,9 +270,6 @@ class Params(_Section):
                 (self.began.batch_size <= n, f"began.batch_size must be <= world.n_train ({n}), the "
                                              f"faces it draws batches from (got {self.began.batch_size})"),
                 (inv.n_mirror <= n, f"inversion.n_mirror must be <= world.n_train ({n}) (got {inv.n_mirror})"),
-                (self.evaluation.quality_n <= min(n, self.world.n_heldout),
-                 f"evaluation.quality_n must be <= world.n_train and world.n_heldout "
-                 f"({min(n, self.world.n_heldout)}) (got {self.evaluation.quality_n})"),
                 (not self.lgen.drop_last or self.lgen.batch_size <= pairs,
                  f"lgen.batch_size must be <= the {pairs} training pairs when lgen.drop_last is true, "
                  f"or no batch is left (got {self.lgen.batch_size})"),
@@ -280,136 +279,6 @@ class Params(_Section):
     def to_dict(self) -> dict:
         """Plain values (nested dicts and lists), as ``params.yaml`` writes them."""
         return self.model_dump()
-
-
-# ----------------------------------------------------------------- one-line refusals
-_OPS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false (or on/off, yes/no)"}
-_RANGE = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
-
-
-def _show(v: Any, key: bool = False) -> str:
-    """A value (or a key: a plain name unquoted) in one short line, null and booleans as in YAML."""
-    if v is None or isinstance(v, bool):
-        return {None: "null", True: "true", False: "false"}[v]
-    text = v if key and isinstance(v, str) and v.isidentifier() else repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _unwrap(tp: Any) -> tuple[Any, list]:
-    """A list item's type and constraints: ``Annotated[int, ..., Field(gt=0)]`` -> (int, [Gt(0)])."""
-    if get_origin(tp) is not Annotated:
-        return tp, []
-    base, *extra = get_args(tp)
-    return base, [c for m in extra for c in (m.metadata if isinstance(m, FieldInfo) else [m])]
-
-
-def _rule(meta: list) -> str:
-    """A field's range: '> 0', 'in (0, 1]', '' if it has none."""
-    b = {k: getattr(m, k) for m in meta for k in _OPS if getattr(m, k, None) is not None}
-    lo, hi = [k for k in b if k[0] == "g"], [k for k in b if k[0] == "l"]
-    if lo and hi:
-        return f"in {'(' if lo[0] == 'gt' else '['}{b[lo[0]]}, {b[hi[0]]}{')' if hi[0] == 'lt' else ']'}"
-    return " ".join(f"{_OPS[k]} {v}" for k, v in b.items())
-
-
-def _what(tp: Any) -> str:
-    """A type in words: 'an integer', "one of 'l1', 'mse'", 'a non-empty list, each an integer > 0'."""
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is Literal:
-        if len(args) == 1:
-            return repr(args[0])
-        return "one of " + (str(list(args)) if isinstance(args[0], int) else ", ".join(map(repr, args)))
-    if origin in (Union, UnionType):
-        return " or ".join(map(_what, args))
-    if origin is list:
-        item, meta = _unwrap(args[0])
-        return f"a non-empty list, each {_what(item)} {_rule(meta)}".strip()
-    return _what(args[0]) if origin is Annotated else _NAMES.get(tp, str(tp))
-
-
-def _locate(model: type, loc: tuple, key: str) -> tuple[str, Any, list, str, Any]:
-    """Follow an error's loc through the sections: (dotted key, type, constraints, why, section)."""
-    tp, meta, why, section = model, [], "", model
-    for part in loc:
-        if section is not None and part in section.model_fields:
-            f = section.model_fields[part]
-            key, tp, meta = f"{key}.{part}" if key else part, f.annotation, f.metadata
-            why = (f.json_schema_extra or {}).get("why", "")
-            section = tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
-        elif isinstance(part, int) and get_origin(tp) is list:
-            key, section, (tp, meta) = f"{key}[{part}]", None, _unwrap(get_args(tp)[0])
-        else:
-            break  # an unknown key, or pydantic's name for a member of a union
-    return key, tp, meta, why, section
-
-
-def _message(err: ValidationError, model: type, prefix: str = "") -> str:
-    """The first error in one line: '<key> must be <what is allowed> (got <value>)'."""
-    e = err.errors(include_url=False)[0]
-    loc, kind, cause = e["loc"], e["type"], e.get("ctx", {}).get("error")
-    if isinstance(cause, ParamsError):
-        return str(cause)  # a rule across fields, worded with its keys already
-    key, tp, meta, why, section = _locate(model, loc, prefix)
-    if kind in ("extra_forbidden", "invalid_key"):  # invalid_key: a key that is not a string
-        name = _show(e["input"] if kind == "invalid_key" else loc[-1], key=True)
-        return (f"{f'{key}.' if key else ''}{name} is not a known parameter; allowed in "
-                f"{key or 'params'}: {', '.join(section.model_fields)}")
-    if kind in ("model_type", "model_attributes_type"):
-        return f"{key or 'params'} must be a mapping of keys (got {_show(e['input'])})"
-    null = " or null" if type(None) in get_args(tp) else ""
-    tp, rule = get_args(tp)[0] if null else tp, _rule(meta)
-    text = {"value_error": str(cause), "string_too_short": "a non-empty string",
-            "finite_number": f"a finite number {rule}"}.get(kind, rule if kind in _RANGE else f"{_what(tp)} {rule}")
-    return f"{key} must be {text.strip()}{null} (got {_show(e['input'])}){f'; {why}' if why else ''}"
-
-
-def _validate(model: type, data: Any, prefix: str = "") -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise ParamsError(_message(err, model, prefix)) from None
-
-
-# ------------------------------------------------------------------------------ loading
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is refused (PyYAML
-    silently keeps the last one)."""
-
-    def construct_mapping(self, node, deep=False):
-        lines: dict = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *base` then overriding one of its keys is what merge keys are for
-            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
-            if isinstance(key, Hashable):  # an unhashable key gets PyYAML's own error below
-                if key in lines:
-                    raise ParamsError(f"{_show(key, key=True)} is given twice (lines {lines[key]} and {line}); keep one")
-                lines[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_params_file(path: str | Path) -> dict:
-    """The mapping in a YAML parameters file; a :class:`ParamsError` naming the file when it is
-    not UTF-8, not YAML, gives a key twice, is empty (or only comments) or is not a mapping."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no parameters file at {path}")
-    raw = path.read_bytes()
-    try:
-        data = yaml.load(raw.decode("utf-8-sig"), Loader=_UniqueKeyLoader)
-    except UnicodeDecodeError as err:
-        raise ParamsError(f"{path.name} is not UTF-8 text (byte {err.start} is {raw[err.start:err.start + 1]!r}); "
-                          "save it as UTF-8") from None
-    except ParamsError as err:
-        raise ParamsError(f"{path.name}: {err}") from None
-    except Exception as err:  # noqa: BLE001 -- PyYAML also raises ValueError etc. on odd tags
-        raise ParamsError(f"{path.name} is not valid YAML: {' '.join(str(err).split())}"[:300]) from None
-    if data is None:
-        raise ParamsError(f"{path.name} holds no parameters (it is empty or only comments)")
-    if not isinstance(data, dict):
-        raise ParamsError(f"{path.name} must be a mapping of parameters (got {_show(data)})")
-    return data
 
 
 def parse_params(data: Any) -> Params:

@@ -136,7 +136,7 @@ def test_equal_weights_give_equal_files_across_processes(tmp_path):
     import sys
 
     code = ("import sys; from facelm.models.began import Generator, save_model; "
-            "save_model(sys.argv[1], Generator(size=32, width=4, seed=0), {'step': 7, 'role': 'best', 'M': 0.5})")
+            "save_model(sys.argv[1], Generator(size=32, width=4, z_dim=64, seed=0), {'step': 7, 'role': 'best', 'M': 0.5})")
     for name in ("a", "b", "c"):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{name}.safetensors")], check=True)
     data = {(tmp_path / f"{n}.safetensors").read_bytes() for n in "abc"}
@@ -166,3 +166,21 @@ def test_skip_connections_feed_h0_to_every_block_and_round_trip(tmp_path):
     again = load_generator(tmp_path / "g.safetensors")
     assert again.skip and torch.equal(again(z), skip(z))
     assert Discriminator(32, 8, 16, skip=True)(torch.zeros(2, 3, 32, 32)).shape == (2, 3, 32, 32)
+
+
+def test_paper_profile_builds_the_authors_architecture():
+    """configs/paper-celeba.yaml keeps the authors' G and D exactly (no skip connections)."""
+    from pathlib import Path
+
+    import yaml
+
+    from facelm.config import Params, deep_merge, parse_params
+    from facelm.models.common import count_params
+
+    root = Path(__file__).resolve().parents[1]
+    paper = parse_params(deep_merge(Params().to_dict(),
+                                    yaml.safe_load((root / "configs" / "paper-celeba.yaml").read_text())))
+    b = paper.began
+    assert paper.image_size == 128 and not b.skip
+    assert count_params(Generator(128, b.width, b.z_dim, skip=b.skip)) == 637_251
+    assert count_params(Discriminator(128, b.width, b.z_dim, skip=b.skip)) == 6_171_523

@@ -20,7 +20,7 @@ SIZE, SCALE, RADIUS = 32, 12, 4  # the explorer's defaults at 32 px: 384 // 32, 
 
 @pytest.fixture(scope="module")
 def models():
-    return Generator(size=SIZE, width=4, seed=1).eval(), LGen(seed=2).eval()
+    return Generator(size=SIZE, width=4, z_dim=64, seed=1).eval(), LGen(seed=2).eval()
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +311,16 @@ def test_explore_notebook_runs_on_a_tiny_project(models, data, tmp_path):
     kinds = {k for o in outputs for k in o.get("data", {})}
     assert "application/vnd.jupyter.widget-view+json" in kinds and "image/png" in kinds
     assert "principal components of 24" in json.dumps([o.get("text", "") for o in outputs])
+
+
+def test_mirror_latents_follow_the_faces_stage_03_chose(models, data):
+    """Stage 03 mirrors the most turned faces: z_mirror[j] belongs to training face index[j]."""
+    z, z_mirror, faces = data
+    ex = Explorer(*models, z_train=z, z_mirror=z_mirror, faces=faces, device="cpu", mirror_index=[7, 2, 11])
+    a, b = ex.endpoints(11, 0, mirror=True)
+    np.testing.assert_array_equal(a, z[11])
+    np.testing.assert_array_equal(b, z_mirror[2])
+    with pytest.raises(ValueError, match="inverted mirror image"):
+        ex.endpoints(0, 1, mirror=True)
+    with pytest.raises(ValueError, match="mirror_index names 2 faces for 3"):
+        Explorer(*models, z_train=z, z_mirror=z_mirror, device="cpu", mirror_index=[1, 2])

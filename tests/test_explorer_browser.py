@@ -102,7 +102,7 @@ def _project(folder: Path) -> Path:
         last.bias.copy_(torch.log(p / (1 - p)))
     for name in ("dvc.yaml", "params.yaml"):
         (folder / name).write_text("{}\n")
-    save_model(folder / "data/began/generator.safetensors", Generator(size=32, width=8, seed=0))
+    save_model(folder / "data/began/generator.safetensors", Generator(size=32, width=8, z_dim=64, seed=0))
     save_lgen(folder / "data/lgen/lgen.safetensors", L)
     for sub in ("latents", "faces", "lab/workspaces", "lab/settings/@jupyterlab/apputils-extension", "chrome"):
         (folder / "data" / sub).mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Tests of facelm.inversion.invert with tiny generators (CPU, a few seconds)."""
+"""Tests of facelm.inversion (invert, the encoder start, the mirrored faces) with tiny generators (CPU)."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from facelm.config import InversionParams, ParamsError, parse_params, replace
-from facelm.inversion import InversionResult, invert, start_z
+from facelm.config import InversionParams, ParamsError, WorldParams, parse_params, replace
+from facelm.data.world import render_faces
+from facelm.inversion import (InversionResult, LatentEncoder, choose_mirror_faces, encode, invert, start_z,
+                              train_encoder, world_yaw, yaw_proxy)
+from facelm.inversion.mirror import most_turned
+from facelm.landmarks import flip_landmarks, to_5
 from facelm.tensors import to_tensor, to_uint8
 
 
@@ -53,8 +57,8 @@ class LinearG(nn.Module):
 
 
 def _cfg(**changes) -> InversionParams:
-    """The inversion section with the authors' restart threshold (0.1) unless changed."""
-    return replace(InversionParams(), **{"restart_threshold": 0.1, **changes})
+    """The inversion section with the authors' random start and restart threshold (0.1) unless changed."""
+    return replace(InversionParams(), **{"restart_threshold": 0.1, "init": "random", **changes})
 
 
 def _faces(G: nn.Module, n: int, seed: int = 1, scale: float = 0.9
@@ -192,3 +196,116 @@ def test_bad_settings_are_refused_by_the_config(key, value):
     """invert takes its settings validated: the config refuses them, naming the key."""
     with pytest.raises(ParamsError, match=f"inversion.{key}"):
         parse_params({"inversion": {key: value}})
+
+
+# ------------------------------------------------------------------ encoder start point
+def _enc_cfg(**changes) -> InversionParams:
+    """A tiny, fast encoder: 8x8 images, width 4, a few dozen steps."""
+    return _cfg(**{"init": "encoder", "encoder_steps": 60, "encoder_batch_size": 16, "encoder_width": 4,
+                   "encoder_lr": 3e-3, "restart_threshold": None, **changes})
+
+
+def test_encoder_training_is_deterministic_for_a_seed():
+    G = LinearG()
+    a = train_encoder(G, _enc_cfg(encoder_steps=10), seed=3)
+    b = train_encoder(G, _enc_cfg(encoder_steps=10), seed=3)
+    c = train_encoder(G, _enc_cfg(encoder_steps=10), seed=4)
+    for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values()))
+    assert not a.training and isinstance(a, LatentEncoder)
+
+
+def test_encoder_start_beats_a_random_start_on_a_tiny_g():
+    G = LinearG()
+    imgs, z_true = _faces(G, 32, seed=5)
+    E = train_encoder(G, _enc_cfg(encoder_steps=150), seed=0)
+    x = to_tensor(imgs, "cpu")
+    z_enc = encode(E, x)
+    z_rand = torch.from_numpy(start_z(0, np.arange(32), 0, 64))
+    assert z_enc.abs().max() < 1
+    err_enc, err_rand = ((z_enc - z_true) ** 2).mean(), ((z_rand - z_true) ** 2).mean()
+    assert err_enc < 0.5 * err_rand
+    # the start is what invert uses: after one step the encoder start is far ahead
+    one = dict(steps=1, patience=5)
+    from_enc = invert(G, imgs, _enc_cfg(**one), seed=0, encoder=E, progress=False)
+    from_rand = invert(G, imgs, _enc_cfg(init="random", **one), seed=0, progress=False)
+    assert from_enc.l1.mean() < 0.6 * from_rand.l1.mean()
+
+
+def test_data_faces_train_the_encoder_through_a_frozen_g():
+    G = LinearG()
+    imgs = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+    before = [p.detach().clone() for p in G.parameters()]
+    cfg = _enc_cfg(encoder_steps=5)
+    pairs_only = train_encoder(G, cfg, seed=0).state_dict()
+    with_faces = train_encoder(G, cfg, seed=0, images=imgs).state_dict()
+    weight_off = train_encoder(G, replace(cfg, encoder_data_weight=0.0), seed=0, images=imgs).state_dict()
+    assert all(torch.equal(pairs_only[k], weight_off[k]) for k in pairs_only)
+    assert not all(torch.equal(pairs_only[k], with_faces[k]) for k in pairs_only)
+    for p, p0 in zip(G.parameters(), before):  # G is used, never trained
+        assert torch.equal(p, p0) and p.requires_grad and p.grad is None
+    with pytest.raises(ValueError, match="like G"):
+        train_encoder(G, cfg, seed=0, images=np.zeros((2, 16, 16, 3), np.uint8))
+
+
+def test_invert_trains_its_own_encoder_when_none_is_given():
+    G = LinearG()
+    imgs, _ = _faces(G, 4)
+    cfg = _enc_cfg(encoder_steps=20, steps=5)
+    own = invert(G, imgs, cfg, seed=2, progress=False)
+    given = invert(G, imgs, cfg, seed=2, encoder=train_encoder(G, cfg, seed=2, images=imgs), progress=False)
+    np.testing.assert_array_equal(own.z, given.z)
+
+
+def test_an_encoder_with_a_random_start_is_refused():
+    G = LinearG()
+    imgs, _ = _faces(G, 2)
+    E = train_encoder(G, _enc_cfg(encoder_steps=1), seed=0)
+    with pytest.raises(ValueError, match="inversion.init"):
+        invert(G, imgs, _cfg(), seed=0, encoder=E, progress=False)
+
+
+# ------------------------------------------------------------------ which faces are mirrored
+@pytest.fixture(scope="module")
+def world_faces():
+    return render_faces(40, 32, seed=0, return_meta=True)
+
+
+def test_yaw_proxy_follows_the_world_yaw_and_flips_with_the_mirror(world_faces):
+    _, points, meta = world_faces
+    proxy = yaw_proxy(points)
+    assert np.corrcoef(proxy, meta["yaw"])[0, 1] > 0.9
+    turned = np.abs(meta["yaw"]) > 10
+    assert turned.sum() >= 5 and np.all(np.sign(proxy[turned]) == np.sign(meta["yaw"][turned]))
+    np.testing.assert_allclose(yaw_proxy(flip_landmarks(points)), -proxy, atol=1e-5)
+    np.testing.assert_allclose(yaw_proxy(to_5(points)), yaw_proxy(to_5(points)))  # 5 points work
+    assert np.corrcoef(yaw_proxy(to_5(points)), meta["yaw"])[0, 1] > 0.8
+
+
+def test_world_yaw_is_the_rendered_faces_yaw(world_faces):
+    np.testing.assert_array_equal(world_yaw(0, np.arange(40), WorldParams()), world_faces[2]["yaw"])
+
+
+def test_the_most_turned_faces_are_mirrored(world_faces):
+    _, points, meta = world_faces
+    params = parse_params({"inversion": {"n_mirror": 5}})
+    choice = choose_mirror_faces(params, {"dataset": "world", "seed": 0, "image_size": 32}, points, 40)
+    expected = np.argsort(-np.abs(meta["yaw"]))[:5]
+    np.testing.assert_array_equal(choice.index, expected)
+    assert choice.unit == "degrees"
+    assert np.abs(choice.yaw).min() >= np.abs(np.delete(meta["yaw"], expected)).max()
+    # photos: the landmark proxy, among the first n_faces only
+    photo = choose_mirror_faces(params, {"dataset": "celeba"}, points, 20)
+    np.testing.assert_array_equal(photo.index, np.argsort(-np.abs(yaw_proxy(points[:20])))[:5])
+    assert "proxy" in photo.unit and photo.to_json()["index"] == photo.index.tolist()
+    # a face set rendered with other pose limits is refused
+    other = parse_params({"inversion": {"n_mirror": 5}, "world": {"yaw_max": 20.0}})
+    with pytest.raises(ValueError, match="stage 01"):
+        choose_mirror_faces(other, {"dataset": "world", "seed": 0, "image_size": 32}, points, 40)
+
+
+def test_most_turned_orders_by_absolute_yaw():
+    np.testing.assert_array_equal(most_turned(np.array([5.0, -30.0, 12.0, 30.0, 0.0]), 3), [1, 3, 2])
+    with pytest.raises(ValueError, match="n must be"):
+        most_turned(np.zeros(3), 4)

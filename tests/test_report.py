@@ -76,7 +76,7 @@ def test_markdown_table_renders_the_registry():
     lines = registry.markdown_table().splitlines()
     assert lines[:2] == ["| key | stage | meaning |", "|---|---|---|"]
     assert "| `began_M_final` | 02 | BEGAN convergence measure M averaged over the last 1 % of steps |" in lines
-    assert not any("dlib_found_data" in ln for ln in lines)  # not produced yet
+    assert not any("consistency_nme_features" in ln for ln in lines)  # not produced yet
 
 
 def test_write_metrics_refuses_unregistered_keys_and_other_stages_keys(tmp_path):

@@ -27,7 +27,7 @@ N, SHARD, BATCH = 7, 3, 2  # shards [0,3) [3,6) [6,7); batches of 2 inside each 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
-    G, L = Generator(size=32, width=4, seed=1), LGen(seed=2)
+    G, L = Generator(size=32, width=4, z_dim=64, seed=1), LGen(seed=2)
     with torch.no_grad():  # spread the tiny G's output over the uint8 range
         G.body[-1].weight.mul_(30.0)
     save_model(d / "g.safetensors", G)
@@ -215,7 +215,7 @@ def test_mismatched_existing_output_is_refused_unless_overwrite(models, tmp_path
         with pytest.raises(ValueError, match="different synthesis"):
             run(models, out, **change)
     other_g = tmp_path / "g2.safetensors"
-    save_model(other_g, Generator(size=32, width=4, seed=9))
+    save_model(other_g, Generator(size=32, width=4, z_dim=64, seed=9))
     with pytest.raises(ValueError, match="generator_sha256"):
         synth(other_g, models[1], out, N, shard_size=SHARD, progress=False)
     (out / "notes.txt").write_text("the user's own file")

@@ -24,6 +24,8 @@ The z on screen is ``clip(base + sum_k s_k * sigma_k * v_k)`` where
 """
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +85,8 @@ class Explorer:
     def __init__(self, G: nn.Module, lgen: nn.Module, z_train: np.ndarray | None = None,
                  z_mirror: np.ndarray | None = None, faces: np.ndarray | None = None,
                  n_components: int = 8, seed: int = 0, device: str | torch.device | None = None,
-                 scale: int | None = None, out_dir: str | Path | None = None):
+                 scale: int | None = None, out_dir: str | Path | None = None,
+                 mirror_index: np.ndarray | None = None):
         z_dim = getattr(G, "z_dim", None)
         if not isinstance(z_dim, int):
             raise ValueError("G must be a facelm.models.began.Generator (with a z_dim attribute)")
@@ -93,6 +96,11 @@ class Explorer:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
         self.z_train = _as_latents(z_train, "z_train", z_dim)
         self.z_mirror = _as_latents(z_mirror, "z_mirror", z_dim)
+        # the training face of each mirror latent (stage 03 mirrors the most turned faces)
+        m = 0 if self.z_mirror is None else len(self.z_mirror)
+        self.mirror_index = np.arange(m) if mirror_index is None else np.asarray(mirror_index, np.int64)
+        if len(self.mirror_index) != m:
+            raise ValueError(f"mirror_index names {len(self.mirror_index)} faces for {m} mirror latents")
         if faces is not None and (faces.ndim != 4 or faces.dtype != np.uint8 or faces.shape[-1] != 3):
             raise ValueError(f"faces must be uint8 [N, S, S, 3], got {faces.dtype} {faces.shape}")
         self.faces = faces
@@ -159,10 +167,11 @@ class Explorer:
         if not 0 <= a < n:
             raise ValueError(f"face a must be in [0, {n}), got {a}")
         if mirror:
-            m = 0 if self.z_mirror is None else len(self.z_mirror)
-            if not 0 <= a < m:
-                raise ValueError(f"the mirror option needs a in [0, {m}) (faces with an inverted mirror image), got {a}")
-            return self.z_train[a], self.z_mirror[a]
+            rows = np.flatnonzero(self.mirror_index == a)
+            if not len(rows):
+                raise ValueError(f"the mirror option needs a face with an inverted mirror image "
+                                 f"({sorted(self.mirror_index.tolist())}), got {a}")
+            return self.z_train[a], self.z_mirror[rows[0]]
         if not 0 <= b < n:
             raise ValueError(f"face b must be in [0, {n}), got {b}")
         return self.z_train[a], self.z_train[b]
@@ -319,8 +328,12 @@ def load_explorer(generator: Any = None, lgen: Any = None, latents: Any = None,
     L = model(lgen, "lgen", load_lgen)
     if root is not None and "out_dir" not in kwargs:
         kwargs["out_dir"] = Path(root) / DEFAULT_PATHS["out_dir"]
-    return Explorer(G, L, z_train=_load_array(latents, "latents", root_fn),
-                    z_mirror=_load_array(mirror_latents, "mirror_latents", root_fn),
+    z_mirror = _load_array(mirror_latents, "mirror_latents", root_fn)
+    if z_mirror is not None and mirror_latents is None and "mirror_index" not in kwargs:
+        choice = root_fn() / Path(DEFAULT_PATHS["mirror_latents"]).parent / "mirror.json"
+        if choice.is_file():  # which training face each mirror latent belongs to
+            kwargs["mirror_index"] = json.loads(choice.read_text())["index"]
+    return Explorer(G, L, z_train=_load_array(latents, "latents", root_fn), z_mirror=z_mirror,
                     faces=_load_array(faces, "faces", root_fn, mmap=True), device=device, **kwargs)
 
 

@@ -4,8 +4,10 @@ The judge is the landmark detector of stage 00, trained on ground-truth-annotate
 only (never on GAN output). For random z it reads the landmarks of G(z), and the NME between
 L-Gen(z) and what it sees is the consistency. Two references: the judge's own error on
 held-out data-set faces (its floor), and the same consistency on the inversions of held-out
-faces. :func:`annotation_speed` times the alternative — running the detector on G(z) instead
-of L-Gen — for the report (timings are never metrics).
+faces; and for the error budget (:mod:`facelm.evaluation.budget`) the judge on those inversions
+G(z_r) against the annotation of x. The outside judge, dlib, is
+:mod:`facelm.evaluation.outside_judge`. :func:`annotation_speed` times the alternative —
+running the detector on G(z) instead of L-Gen — for the report (timings are never metrics).
 """
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ class Consistency:
     consistency: np.ndarray      # [N] NME of L-Gen(z) vs the judge on G(z)
     judge_heldout: np.ndarray    # [M] NME of the judge vs the annotation, held-out faces
     inverted_heldout: np.ndarray  # [M] NME of L-Gen(z_r) vs the judge on G(z_r), held-out z_r
+    inverted_faces: np.ndarray   # uint8 [M, H, W, 3] G(z_r) of the held-out faces
+    judge_on_inversion: np.ndarray  # [M] NME of the judge on G(z_r) vs the annotation of x
 
     def metrics(self) -> dict[str, float]:
         """The stage's metrics (keys of the metrics registry)."""
@@ -50,6 +54,7 @@ class Consistency:
             "consistency_auc08": auc(self.consistency),
             "consistency_failure08": failure_rate(self.consistency),
             "consistency_nme_inverted_heldout": float(self.inverted_heldout.mean()),
+            "budget_judge_on_inversion_nme": float(self.judge_on_inversion.mean()),
         }
 
     def curves(self) -> dict[str, np.ndarray]:
@@ -63,15 +68,17 @@ def evaluate_consistency(G, lgen, judge, heldout_images: np.ndarray, heldout_lan
                          z_heldout: torch.Tensor, cfg: EvaluationParams, *, seed: int,
                          device=None) -> Consistency:
     """Judge L-Gen on ``cfg.n_random`` random z (drawn from ``seed``) and on the held-out inversions."""
+    if len(z_heldout) != len(heldout_images):
+        raise ValueError(f"one z_r per held-out face: {len(z_heldout)} latents for {len(heldout_images)} faces")
     n_points = heldout_landmarks.shape[1]
     judge_heldout = nme(judge_landmarks(judge, heldout_images, n_points), heldout_landmarks)
     z = sample_z(cfg.n_random, seed=seed, truncation=cfg.truncation)
     faces, lgen_points = faces_and_landmarks(G, lgen, z, device=device)
     judge_points = judge_landmarks(judge, faces, n_points)
     rec_faces, rec_lgen = faces_and_landmarks(G, lgen, z_heldout, device=device)
-    inverted = nme(rec_lgen, judge_landmarks(judge, rec_faces, n_points))
+    rec_judge = judge_landmarks(judge, rec_faces, n_points)
     return Consistency(z, faces, lgen_points, judge_points, nme(lgen_points, judge_points),
-                       judge_heldout, inverted)
+                       judge_heldout, nme(rec_lgen, rec_judge), rec_faces, nme(rec_judge, heldout_landmarks))
 
 
 def per_item_ms(fn: Callable[[], object], n_items: int, reps: int = 3,

@@ -1,7 +1,9 @@
 """Feed-forward of the proposed method (paper Fig. 7): one z gives a face and its landmarks."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,8 +79,40 @@ def mirror_smoothness(G, lgen, z_faces: np.ndarray, z_mirrors: np.ndarray, n_bet
                       device=None) -> np.ndarray:
     """:func:`smoothness` of the path from each face's z to its mirror image's z: ``[N]``.
 
-    ``z_faces[i]`` and ``z_mirrors[i]`` are the inversions of face i and of its mirror image
-    (stage 03's ``z_train`` and ``z_mirror``); a less anecdotal view than Fig. 9's one path.
+    ``z_faces[i]`` and ``z_mirrors[i]`` are the inversions of a face and of its mirror image
+    (`MirrorPairs` of stage 03's latents); a less anecdotal view than Fig. 9's one path.
     """
     return np.array([latent_path(G, lgen, z_faces[j], z_mirrors[j], n_between, device=device).smoothness
                      for j in range(len(z_mirrors))])
+
+
+@dataclass
+class MirrorPairs:
+    """Stage 03's mirrored training faces, most turned first: pair j is face ``index[j]``."""
+
+    z_faces: np.ndarray    # float32 [M, D] the inverted z of each chosen training face
+    z_mirrors: np.ndarray  # float32 [M, D] the inverted z of its mirror image
+    index: np.ndarray      # int64 [M] training-face indices
+    yaw: np.ndarray        # float32 [M] their yaw in ``unit``
+    unit: str              # "degrees" (the rendered world) or the landmark proxy's name
+
+    def label(self, j: int) -> str:
+        """Pair ``j``'s face and yaw for a caption: "training face 17, yaw -38°"."""
+        y = float(self.yaw[j])
+        yaw = f"yaw {y:+.0f}°" if self.unit == "degrees" else f"{self.unit} {y:+.2f}"
+        return f"training face {int(self.index[j])}, {yaw}"
+
+
+def load_mirror_pairs(latents_dir: str | Path) -> MirrorPairs:
+    """The face / mirror-image latent pairs of stage 03 (``z_train.npy``, ``z_mirror.npy`` and
+    ``mirror.json``, which names the training face of each mirror image and its yaw)."""
+    folder = Path(latents_dir)
+    choice = json.loads((folder / "mirror.json").read_text())
+    index = np.asarray(choice["index"], dtype=np.int64)
+    z_train, z_mirror = np.load(folder / "z_train.npy"), np.load(folder / "z_mirror.npy")
+    if len(z_mirror) != len(index) or (len(index) and index.max() >= len(z_train)):
+        raise ValueError(f"{folder}: mirror.json names {len(index)} faces (max index "
+                         f"{index.max(initial=-1)}) but z_mirror has {len(z_mirror)} and "
+                         f"z_train {len(z_train)}")
+    return MirrorPairs(z_train[index], z_mirror, index, np.asarray(choice["yaw"], dtype=np.float32),
+                       str(choice["yaw_unit"]))

@@ -59,7 +59,7 @@ class Decoder(nn.Module):
     code and in the paper's setting; the 1st conv of each block then reads 2w channels.
     """
 
-    def __init__(self, size: int = 32, width: int = 64, z_dim: int = 64, skip: bool = False):
+    def __init__(self, size: int, width: int, z_dim: int, skip: bool = False):
         super().__init__()
         _check_args(size, width, z_dim)
         self.size, self.width, self.z_dim, self.skip = size, width, z_dim, skip
@@ -97,7 +97,7 @@ class Decoder(nn.Module):
 class Encoder(nn.Module):
     """Image ``[N, 3, size, size]`` -> bottleneck ``[N, h_dim]``."""
 
-    def __init__(self, size: int = 32, width: int = 64, h_dim: int = 64):
+    def __init__(self, size: int, width: int, h_dim: int):
         super().__init__()
         _check_args(size, width, h_dim)
         self.size = size
@@ -123,7 +123,7 @@ class Encoder(nn.Module):
 class Generator(Decoder):
     """BEGAN generator: the decoder architecture. ``seed`` fixes the Glorot init."""
 
-    def __init__(self, size: int = 32, width: int = 64, z_dim: int = 64, seed: int = 0,
+    def __init__(self, size: int, width: int, z_dim: int, seed: int = 0,
                  skip: bool = False):
         super().__init__(size, width, z_dim, skip)
         glorot_init_(self, seed)
@@ -136,7 +136,7 @@ class Generator(Decoder):
 class Discriminator(nn.Module):
     """BEGAN discriminator: auto-encoder whose forward returns the reconstruction of x."""
 
-    def __init__(self, size: int = 32, width: int = 64, z_dim: int = 64, seed: int = 0,
+    def __init__(self, size: int, width: int, z_dim: int, seed: int = 0,
                  skip: bool = False):
         super().__init__()
         self.size, self.width, self.z_dim, self.skip = size, width, z_dim, skip

@@ -9,8 +9,9 @@ stages (their notebooks import it through ``metrics_file``), only of the index. 
 parameters give the same values); wall-clock times belong in a stage's report instead.
 
 ``contract`` marks SPEC's "Metrics contract" keys; ``produced`` is False for keys whose
-producer has not landed yet (the pipeline test does not require those). To get the
-README's table: ``python -c "from facelm.report.metrics import markdown_table as t; print(t())"``.
+producer has not landed yet (the pipeline test does not require those); ``needs`` names the
+switch (e.g. ``evaluation.dlib``) without which a key is not written (:func:`expected_keys`).
+To get the README's table: ``python -c "from facelm.report.metrics import markdown_table as t; print(t())"``.
 """
 from __future__ import annotations
 
@@ -27,11 +28,12 @@ class Metric:
     contract: bool = False  # one of SPEC's "Metrics contract" keys
     produced: bool = True   # False until the stage's notebook writes it
     readme: bool = False    # listed in the README's table beside the contract keys
+    needs: str | None = None  # a boolean parameter ("evaluation.dlib") without which it is not written
 
 
 def _m(key: str, stage: str, meaning: str, contract: bool = False, produced: bool = True,
-       readme: bool = False) -> Metric:
-    return Metric(key, stage, meaning, contract, produced, readme)
+       readme: bool = False, needs: str | None = None) -> Metric:
+    return Metric(key, stage, meaning, contract, produced, readme, needs)
 
 
 # In pipeline order; within a stage the contract keys come first (the index's headline order).
@@ -56,7 +58,7 @@ METRICS: tuple[Metric, ...] = (
     _m("gen_floor_recall", "02_began", "the same recall for training vs held-out faces"),
     _m("gen_floor_fd", "02_began", "the same Fréchet distance for training vs held-out faces"),
     _m("gen_dlib_found", "02_began", "share of G(z) in which dlib's HOG detector finds a face "
-       "(stage 06's protocol, stage 02's sample)", readme=True),
+       "(stage 06's protocol, stage 02's sample)", readme=True, needs="evaluation.dlib"),
     _m("inversion_l1_train", "03_inversion",
        "mean per-pixel L1 (images in [0, 1]) of G(z_r) vs x, training faces", contract=True),
     _m("inversion_l1_heldout", "03_inversion",
@@ -80,18 +82,27 @@ METRICS: tuple[Metric, ...] = (
     _m("consistency_nme", "06_evaluation",
        "NME between L-Gen(z) and the judge run on G(z), random z", contract=True),
     _m("dlib_nme_heldout", "06_evaluation",
-       "dlib's 68-point predictor (→ 49) on held-out data faces vs their annotation: "
-       "the outside judge's floor", contract=True, produced=False),
+       "dlib's 68-point predictor (→ 49) on held-out data faces vs their annotation, over the faces "
+       "it finds: the outside judge's floor", contract=True, needs="evaluation.dlib"),
     _m("consistency_nme_dlib", "06_evaluation",
-       "NME between L-Gen(z) and dlib's points on G(z), random z", contract=True, produced=False),
+       "NME between L-Gen(z) and dlib's points on G(z), random z, over the G(z) where dlib finds a face",
+       contract=True, needs="evaluation.dlib"),
     _m("dlib_found_data", "06_evaluation",
-       "share of data faces in which dlib's HOG detector finds a face", contract=True, produced=False),
+       "share of held-out data faces in which dlib's HOG detector finds a face with all 49 points "
+       "in the image", contract=True, needs="evaluation.dlib"),
     _m("dlib_found_generated", "06_evaluation",
-       "share of G(z) in which dlib's HOG detector finds a face (same protocol)",
-       contract=True, produced=False),
+       "the same share for G(z), random z (same protocol)", contract=True, needs="evaluation.dlib"),
     _m("consistency_nme_features", "06_evaluation",
        "as consistency_nme, for the label generator that reads G's features",
        contract=True, produced=False),
+    _m("budget_judge_on_inversion_nme", "06_evaluation",
+       "error budget: the judge on G(z_r) vs the annotation of x, held-out faces (the geometry "
+       "G∘inversion keeps)", readme=True),
+    _m("budget_dlib_on_inversion_nme", "06_evaluation",
+       "the same with dlib as the judge, over the G(z_r) where dlib finds a face", readme=True,
+       needs="evaluation.dlib"),
+    _m("dlib_found_inverted", "06_evaluation",
+       "share of G(z_r), held-out faces, in which dlib finds a face (same protocol)", needs="evaluation.dlib"),
     _m("consistency_auc08", "06_evaluation", "area under the consistency error curve up to NME 0.08"),
     _m("consistency_failure08", "06_evaluation", "share of random z with consistency NME > 0.08"),
     _m("consistency_nme_inverted_heldout", "06_evaluation",
@@ -137,6 +148,20 @@ def check_keys(keys, stage: str | None = None) -> None:
             key = foreign[0]
             raise UnknownMetricError(f"metrics key {key!r} belongs to stage {REGISTRY[key].stage}, "
                                      f"not {stage}")
+
+
+def expected_keys(stage_names, params) -> set[str]:
+    """The keys a run with ``params`` (a :class:`facelm.config.Params`) must write for the
+    stages ``stage_names``: the produced ones whose ``needs`` parameter, if any, is on."""
+    def switched_on(m: Metric) -> bool:
+        if m.needs is None:
+            return True
+        value = params
+        for part in m.needs.split("."):
+            value = getattr(value, part)
+        return bool(value)
+
+    return {m.key for m in METRICS if m.produced and m.stage in stage_names and switched_on(m)}
 
 
 def markdown_table(metrics=None) -> str:

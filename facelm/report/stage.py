@@ -114,6 +114,10 @@ def run_stage(name: str, params_file: str = "params.yaml", root: Path | None = N
     reports = root / "reports"
     reports.mkdir(exist_ok=True)  # papermill does not create the output folder
     executed, html = reports / f"{name}.ipynb", reports / f"{name}.html"
+    from facelm.report.timing import format_actual, note_in_report, plan_stage
+
+    plan, expected = plan_stage(name, params)  # measures the machine once (~3 s), then cached
+    print(f"stage {name}: {plan}", flush=True)
     start = time.time()
     try:
         papermill.execute_notebook(
@@ -129,6 +133,7 @@ def run_stage(name: str, params_file: str = "params.yaml", root: Path | None = N
         raise StageError(f"stage {name}: {message} (traceback in {executed.relative_to(root)})") from None
     finally:
         if executed.is_file():
+            note_in_report(executed, [plan, format_actual(time.time() - start, expected)])
             export_html(executed, html)
-    print(f"stage {name}: {time.time() - start:.1f} s, report {html.relative_to(root)}")
+    print(f"stage {name}: {format_actual(time.time() - start, expected)}, report {html.relative_to(root)}")
     return html

@@ -1,15 +1,14 @@
-"""Inverse of the generator (paper section III): find z with G(z) close to a given face.
+"""Adam refinement of z (paper section III): find z with G(z) close to a given face.
 
-One function, `invert`, read top to bottom as StyleGAN2-ADA's projector: initialisation,
-loss, best z kept, restarts and early stop, Adam. The fiddly per-image bookkeeping lives in
-`_Rows` and `_adam_rows`. Every image is its own optimisation problem even when a batch of
-them is solved together (see `invert`'s docstring), so the result for an image does not
-depend on which other images share its batch.
+One function, `invert`, read top to bottom as StyleGAN2-ADA's projector: initialisation
+(a random z, the authors', or an encoder's guess), loss, best z kept, restarts and early
+stop, Adam. The fiddly per-image bookkeeping lives in `_Rows` and `_adam_rows`. Every image
+is its own optimisation problem even when a batch of them is solved together (see
+`invert`'s docstring), so the result for an image does not depend on which other images
+share its batch.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from facelm.config import BEGANParams, InversionParams
+from facelm.inversion.encoder import encode, eval_mode, train_encoder
 from facelm.tensors import pick_device, to_tensor
 
 __all__ = ["InversionResult", "invert", "start_z"]
@@ -140,17 +140,6 @@ class _Rows:
         res.steps_run[s:e] = self.steps_run.cpu().numpy()
 
 
-@contextmanager
-def _eval_mode(G: nn.Module) -> Iterator[None]:
-    """G in eval mode (no batch statistics: rows must not interact), restored after."""
-    was_training = G.training
-    G.eval()
-    try:
-        yield
-    finally:
-        G.train(was_training)
-
-
 def _check(G: nn.Module, images: np.ndarray, seed: int, first_index: int, device,
            out: np.ndarray | None) -> tuple[torch.device, int, np.ndarray]:
     """Refuse bad inputs before any work; the device, z_dim and the z output array."""
@@ -174,7 +163,7 @@ def _check(G: nn.Module, images: np.ndarray, seed: int, first_index: int, device
         out = np.zeros((n, z_dim), np.float32)
     elif out.shape != (n, z_dim) or out.dtype != np.float32:
         raise ValueError(f"out must be float32 [{n}, {z_dim}], got {out.dtype} {out.shape}")
-    with _eval_mode(G), torch.no_grad():
+    with eval_mode(G), torch.no_grad():
         probe = G(torch.zeros(1, z_dim, device=dev))
     h, w = images.shape[1:3]
     if tuple(probe.shape) != (1, 3, h, w):
@@ -186,9 +175,10 @@ def _check(G: nn.Module, images: np.ndarray, seed: int, first_index: int, device
 def invert(
     G: nn.Module,
     images: np.ndarray,                     # uint8 [N, H, W, 3], may be a memmap
-    cfg: InversionParams,                   # steps, Adam, loss, constraint, restarts, early stop
+    cfg: InversionParams,                   # init, steps, Adam, loss, constraint, restarts, early stop
     *,
     seed: int,                              # start and restart points
+    encoder: nn.Module | None = None,       # cfg.init "encoder": E from train_encoder (None: train one)
     first_index: int = 0,                   # global index of images[0] (for chunked/sharded runs)
     device: str | torch.device | None = None,  # None = the device of G's parameters
     progress: bool = True,
@@ -201,12 +191,22 @@ def invert(
     ``[N, H, W, 3]`` and may be a read-only np.memmap larger than memory: they are read
     one batch at a time and the z are written into ``out`` (pass an np.memmap for that).
 
-    ``cfg`` is the inversion section of the parameters: ``steps``, ``lr``, ``beta1``/``beta2``,
-    ``loss``, ``constraint``, ``restart_threshold``/``restart_after``/``max_restarts``,
-    ``tol``/``patience`` and ``batch_size`` (its ``n_train``/``n_mirror`` are the stage's).
-    ``seed`` and ``first_index`` (the global index of ``images[0]``, for chunked or sharded
-    runs) fix the start points; ``device`` None is the device of G's parameters; ``out``
-    (float32 ``[N, z_dim]``, e.g. an np.memmap) receives the z.
+    ``cfg`` is the inversion section of the parameters: ``init``, ``steps``, ``lr``,
+    ``beta1``/``beta2``, ``loss``, ``constraint``, ``restart_threshold``/``restart_after``/
+    ``max_restarts``, ``tol``/``patience``, ``batch_size`` and the ``encoder_*`` settings (its
+    ``n_train``/``n_mirror`` are the stage's). ``seed`` and ``first_index`` (the global index
+    of ``images[0]``, for chunked or sharded runs) fix the start points; ``device`` None is
+    the device of G's parameters; ``out`` (float32 ``[N, z_dim]``, e.g. an np.memmap)
+    receives the z.
+
+    Start point (``cfg.init``): "random", the authors', a uniform z per image; "encoder",
+    E(x) of an encoder trained on (z, G(z)) pairs and on data faces through G
+    (`facelm.inversion.encoder`), which already carries the face's layout and so needs fewer
+    Adam steps; with a given E, each row's start is still its own. Pass ``encoder`` to
+    reuse one E for several calls (stage 03 trains one on the training faces with
+    ``params.seed``); with None one is trained here with ``seed`` on ``images`` themselves (so
+    each result then depends on the other images of the call, through E). Restarts always
+    draw random z.
 
     Loss per image: the pixel mean of |x - G(z)| ("l1", the paper's text) or of
     (x - G(z))^2 ("mse", the authors' code), images in [-1, 1]. Adam, lr 0.1,
@@ -246,20 +246,27 @@ def invert(
     project's inversion metrics.
     """
     dev, z_dim, out = _check(G, images, seed, first_index, device, out)
+    if encoder is not None and cfg.init != "encoder":
+        raise ValueError(f"an encoder was passed but inversion.init is {cfg.init!r}; set it to 'encoder'")
+    if cfg.init == "encoder" and encoder is None:
+        encoder = train_encoder(G, cfg, seed=seed, images=images, device=dev, progress=progress)
     n = len(images)
     res = InversionResult(out, np.zeros(n, np.float32), np.zeros(n, np.float32),
                           np.zeros(n, np.int32), np.zeros(n, np.int32))
     to_z, to_p = _PARAMETRISATIONS[cfg.constraint]
     betas = (cfg.beta1, cfg.beta2)
 
-    with _eval_mode(G), tqdm(total=n, unit="img", desc="invert", disable=not progress) as bar:
+    with eval_mode(G), tqdm(total=n, unit="img", desc="invert", disable=not progress) as bar:
         for s in range(0, n, cfg.batch_size):
             e = min(s + cfg.batch_size, n)
             x = to_tensor(images[s:e], dev)  # read this batch only; [-1, 1]
 
-            # ---- initialisation: one uniform z per image, own Adam state per row
-            z0 = start_z(seed, np.arange(first_index + s, first_index + e), 0, z_dim)
-            p = to_p(torch.from_numpy(z0).to(dev))
+            # ---- initialisation: one z per image (uniform, or E(x)), own Adam state per row
+            if encoder is None:
+                z0 = torch.from_numpy(start_z(seed, np.arange(first_index + s, first_index + e), 0, z_dim))
+            else:
+                z0 = encode(encoder, x).clamp(-1.0, 1.0)
+            p = to_p(z0.to(dev))
             st = _Rows.start(p, to_z(p))
 
             for it in range(cfg.steps + 1):  # the last pass only evaluates the last update
