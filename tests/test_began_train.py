@@ -327,3 +327,16 @@ def test_ddp_two_cpu_processes_keep_identical_replicas(images, tmp_path):
     assert not torch.equal(init["rng"][0]["sampler"]["perm"], init["rng"][1]["sampler"]["perm"])
     G0 = load_generator(out / "generator_last.safetensors")
     assert not torch.equal(G0.fc.weight, Generator(32, 4, 8, seed=derive_seed(0, 1)).fc.weight)
+
+
+def test_a_wider_discriminator_trains_and_is_saved_at_its_width(images, tmp_path):
+    """began.d_width: D may be wider than G; the files record each width, and a checkpoint of
+    another D width is not resumed."""
+    from facelm.models.began import load_discriminator, load_generator
+
+    train_began(images, tiny(steps=3, d_width=8), tmp_path, seed=0, progress=False)
+    assert load_generator(tmp_path / "generator.safetensors").width == 4
+    assert load_discriminator(tmp_path / "discriminator.safetensors").width == 8
+    r = train_began(images, tiny(steps=3), tmp_path, seed=0, progress=False)
+    assert r.resumed_from is None  # D width 4 now: the width-8 checkpoint is set aside
+    assert load_discriminator(tmp_path / "discriminator.safetensors").width == 4
