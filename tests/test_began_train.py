@@ -337,6 +337,7 @@ def test_a_wider_discriminator_trains_and_is_saved_at_its_width(images, tmp_path
     train_began(images, tiny(steps=3, d_width=8), tmp_path, seed=0, progress=False)
     assert load_generator(tmp_path / "generator.safetensors").width == 4
     assert load_discriminator(tmp_path / "discriminator.safetensors").width == 8
-    r = train_began(images, tiny(steps=3), tmp_path, seed=0, progress=False)
+    with pytest.warns(UserWarning, match="differs in: d_width"):
+        r = train_began(images, tiny(steps=3), tmp_path, seed=0, progress=False)
     assert r.resumed_from is None  # D width 4 now: the width-8 checkpoint is set aside
     assert load_discriminator(tmp_path / "discriminator.safetensors").width == 4
