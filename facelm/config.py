@@ -172,9 +172,30 @@ class InversionParams(_Section):
                  f"faces are among the inverted ones (got {self.n_mirror})")]
 
 
-class LGenParams(_Section):
-    """L-Gen, the latent-to-landmark MLP (paper section V, Table I)."""
+class FeatureLabelParams(_Section):
+    """The label generator that reads G's features (``lgen.kind: features``): an ensemble of
+    small heads on G's multi-scale feature maps, one heatmap per landmark, soft-argmax."""
 
+    members: Int = _field(5, "the ensemble's disagreement is the per-face uncertainty", ge=1, le=32)
+    grid: Int = _field(16, "heatmaps are grid x grid cells over the image", ge=4, le=128)
+    hidden: PositiveInt = 32      # channels of each member's per-cell MLP
+    epochs: Int = Field(30, gt=0)
+    batch_size: Int = Field(64, gt=0)
+    lr: Float = Field(1e-3, gt=0)
+    weight_decay: Float = Field(0.0, ge=0)
+    # share of faces kept when filtering by uncertainty (stage 06's most-certain consistency,
+    # stage 07's filtered condition)
+    keep_frac: Float = Field(0.5, gt=0, le=1)
+    checkpoint_every: Int = Field(10, gt=0)
+
+
+class LGenParams(_Section):
+    """L-Gen, the latent-to-landmark MLP (paper section V, Table I), and the label generator
+    on G's features beside it."""
+
+    # which label generator synth, the explorer and stage 05 use: z (the paper's Table I)
+    # | features (heads on G's feature maps); stages 04, 06 and 07 train and report both
+    kind: Literal["z", "features"] = "z"
     hidden: list[PositiveInt] = Field([128, 128, 128], min_length=1)
     epochs: Int = Field(100, gt=0)
     batch_size: Int = Field(16, gt=0)
@@ -183,6 +204,7 @@ class LGenParams(_Section):
     beta2: Float = Field(0.999, ge=0, lt=1)
     drop_last: Bool = False
     checkpoint_every: Int = Field(50, gt=0)
+    features: FeatureLabelParams = Field(default_factory=FeatureLabelParams)
 
 
 class ResultsParams(_Section):
