@@ -1,7 +1,7 @@
 """BEGAN trainer: a loop of named steps (setup, resume, step, log, checkpoint, sample).
 
-Checkpoint/resume, DistributedDataParallel under torchrun, channels_last + bf16 autocast
-(+ optional torch.compile) on CUDA, plain fp32 on CPU. The loss is
+Checkpoint/resume, DistributedDataParallel under torchrun, channels_last (CPU and CUDA),
+bf16 autocast on CUDA, torch.compile on long CPU runs (``began.compile: auto``). The loss is
 :class:`facelm.training.loss.BEGANLoss`; every setting is a field of ``BEGANParams``.
 
 In a notebook or script::
@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from facelm.checkpoint import state_digest
-from facelm.config import BEGANParams, load_params, replace
+from facelm.config import COMPILE_MIN_STEPS, BEGANParams, load_params, replace
 from facelm.models.began import SIZES, save_model
 from facelm.training.began_run import HISTORY_COLUMNS, BEGANRun
 from facelm.training.common import gather_objects, setup_distributed, teardown_distributed
@@ -74,13 +75,22 @@ class BEGANResult:
         return m_final(self.M)
 
 
-def _auto(flag: bool | str, dev: torch.device, name: str) -> bool:
-    """True/False, "on"/"off", or "auto" (= on for CUDA)."""
+def _auto(flag: bool | str, dev: torch.device, name: str, auto: bool | None = None) -> bool:
+    """True/False, "on"/"off", or "auto" (= ``auto``; None: on for CUDA)."""
     if isinstance(flag, bool):
         return flag
     if flag in ("auto", "on", "off"):
-        return dev.type == "cuda" if flag == "auto" else flag == "on"
+        if flag == "auto":
+            return dev.type == "cuda" if auto is None else auto
+        return flag == "on"
     raise ValueError(f"{name} must be True, False, 'on', 'off' or 'auto', got {flag!r}")
+
+
+def _compile_auto(dev: torch.device, steps: int) -> bool:
+    """``compile: auto``: on for CPU runs long enough to repay the compile, when inductor
+    finds the C++ compiler it needs; off on CUDA, where it has not been measured."""
+    has_cxx = any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+    return dev.type == "cpu" and steps >= COMPILE_MIN_STEPS and has_cxx
 
 
 def _check_images(images: Any, batch_size: int) -> int:
@@ -140,12 +150,12 @@ def train_began(
     """
     # ---- setup: check everything before any work
     size = _check_images(images, cfg.batch_size)
-    for name in ("channels_last", "bf16"):
+    for name in ("channels_last", "bf16", "compile"):
         _auto(getattr(cfg, name), torch.device("cpu"), name)
     if sync_every is not None and not (isinstance(sync_every, int) and sync_every >= 1):
         raise ValueError(f"sync_every must be None or an int >= 1, got {sync_every!r}")
     d = setup_distributed(device)
-    use_cl = _auto(cfg.channels_last, d.device, "channels_last")
+    use_cl = _auto(cfg.channels_last, d.device, "channels_last", auto=True)
     use_bf16 = _auto(cfg.bf16, d.device, "bf16")
     use_bf16 = use_bf16 and (d.device.type != "cuda" or torch.cuda.is_bf16_supported())
     if sync_every is None:
@@ -170,7 +180,7 @@ def train_began(
                        "config_hash": run.chash, "world_size": d.world, "device": str(d.device)})
         if resumed_from is not None:
             emit("resume", {"step": run.step, "path": str(run.ckpt_path)})
-        run.wrap(cfg.compile)
+        run.wrap(_auto(cfg.compile, d.device, "compile", _compile_auto(d.device, cfg.steps)))
         autocast = (torch.autocast(d.device.type, dtype=torch.bfloat16) if use_bf16
                     else contextlib.nullcontext())
         bar = None
