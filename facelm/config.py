@@ -20,6 +20,9 @@ from facelm.params_file import ParamsError, _validate, read_params_file  # noqa:
 
 INT_MAX = 2**31 - 1      # larger integers overflow the int32 counters and seeds downstream
 MAX_BEGAN_STEPS = 10**7  # the BEGAN trainer keeps a history row of 7 float32 per step
+# began.compile "auto" compiles on CPU from this many steps: inductor's first compile of G
+# and D takes ~15-40 s on 2 cores and pays back after ~1,200 steps at 32 px (benchmarks/run.py)
+COMPILE_MIN_STEPS = 2000
 ALL = "use null for all"
 
 
@@ -131,9 +134,9 @@ class BEGANParams(_Section):
     best_window: Int = Field(500, gt=0)
     checkpoint_every: Int = Field(500, gt=0)
     sample_every: Int = Field(1000, gt=0)
-    channels_last: Auto = "auto"
-    bf16: Auto = "auto"
-    compile: Bool = False
+    channels_last: Auto = "auto"  # auto: on (measured faster on CPU and the default on CUDA)
+    bf16: Auto = "auto"           # auto: on for CUDA only (it changes the numbers on CPU)
+    compile: Auto = "auto"        # auto: on for CPU runs of >= COMPILE_MIN_STEPS steps with a C++ compiler
     skip: Bool = True  # BEGAN paper 3.5 skip connections (authors and the paper setting: off)
 
     def _rules(self) -> list[tuple[bool, str]]:

@@ -208,7 +208,7 @@ def test_values_that_fail_later_are_refused_up_front(tmp_path, capsys, overlay, 
 
 def test_what_a_person_means_is_accepted(tmp_path, capsys):
     text = (shipped().replace("channels_last: auto", "channels_last: on").replace("bf16: auto", "bf16: OFF")
-            .replace("compile: false", "compile: 'Yes'").replace("lr: 2.0e-4", "lr: 1e-4")
+            .replace("compile: auto", "compile: 'Yes'").replace("lr: 2.0e-4", "lr: 1e-4")
             .replace("steps: 7000", "steps: 7.0e+3"))
     assert check(tmp_path, capsys, text)[0] == 0
     b = load_params(tmp_path / "p.yaml").began
