@@ -180,11 +180,11 @@ class FeatureLabelParams(_Section):
     small heads on G's multi-scale feature maps, one heatmap per landmark, soft-argmax."""
 
     members: Int = _field(5, "the ensemble's disagreement is the per-face uncertainty", ge=1, le=32)
-    grid: Int = _field(16, "heatmaps are grid x grid cells over the image", ge=4, le=128)
-    hidden: PositiveInt = 32      # channels of each member's per-cell MLP
+    grid: Int = _field(8, "heatmaps are grid x grid cells over the image", ge=4, le=128)
+    hidden: PositiveInt = 32      # channels of each member's per-cell MLP (3x3 context -> hidden -> P)
     epochs: Int = Field(30, gt=0)
     batch_size: Int = Field(64, gt=0)
-    lr: Float = Field(1e-3, gt=0)
+    lr: Float = Field(1e-2, gt=0)  # AdamW (chosen on a validation split: docs/experiments.md)
     weight_decay: Float = Field(0.0, ge=0)
     # share of faces kept when filtering by uncertainty (stage 06's most-certain consistency,
     # stage 07's filtered condition)
@@ -248,18 +248,32 @@ class EvaluationParams(_Section):
 
 
 class AugmentationParams(_Section):
-    """Does training a detector on real + latent-augmented faces beat real faces alone?"""
+    """Does training a detector on K real faces plus latent-augmented ones beat the K real
+    faces alone? Asked in two settings (stage 07): "all", the label generators of stage 04
+    (trained on every training face), and "k", label generators trained on the K faces only.
+
+    Setting k trains each of its label generators for a fixed number of optimiser steps,
+    whatever K: ``epochs = ceil(steps / ceil(K / batch_size))`` with the generator's own
+    batch size (``lgen.batch_size``, ``lgen.features.batch_size``), so a small K gets many
+    epochs over its few pairs and a large K no more work than it needs.
+    """
 
     ks: list[PositiveInt] = Field([25, 100, 500], min_length=1)
-    k_default: Int = Field(100, gt=0)
-    n_synth: Int = Field(2000, gt=0)
-    seeds: Int = Field(3, gt=0)
+    k_default: Int = Field(100, gt=0)   # the K of aug_nme_* and of the per-condition aug_change_* keys
+    n_synth: Int = Field(2000, gt=0)    # latent-augmented faces each augmented condition adds
+    seeds: Int = _field(2, "paired repeats per K; a confidence interval needs 2 or more", gt=0)
     truncation: Float = Field(1.0, gt=0, le=1)
-    steps: Int = Field(1500, gt=0)
+    steps: Int = Field(400, gt=0)       # detector steps per training (the same in every condition)
+    # setting k: optimiser steps of each K-run label generator (L-Gen's MLP fits its pairs in
+    # ~500 steps; the feature heads cost ~20x more per step and improve up to ~400)
+    lgen_steps: Int = Field(1000, gt=0)
+    features_steps: Int = Field(200, gt=0)
 
     def _rules(self) -> list[tuple[bool, str]]:
         return [(self.k_default in self.ks,
-                 f"augmentation.k_default must be one of augmentation.ks {self.ks} (got {self.k_default})")]
+                 f"augmentation.k_default must be one of augmentation.ks {self.ks} (got {self.k_default})"),
+                (len(set(self.ks)) == len(self.ks),
+                 f"augmentation.ks must not repeat a K (got {self.ks})")]
 
 
 class Params(_Section):
@@ -294,7 +308,9 @@ class Params(_Section):
         if self.dataset == "world":
             pairs = min(inv.n_train or n, n)
             rules += [
-                (max(a.ks) <= n, f"augmentation.ks must be <= world.n_train ({n}) (got {a.ks})"),
+                (max(a.ks) <= pairs, f"augmentation.ks must be <= the {pairs} inverted training faces "
+                                     f"(world.n_train, inversion.n_train): setting k trains on K of "
+                                     f"their (z_r, landmarks) pairs (got {a.ks})"),
                 (self.began.batch_size <= n, f"began.batch_size must be <= world.n_train ({n}), the "
                                              f"faces it draws batches from (got {self.began.batch_size})"),
                 (inv.n_mirror <= n, f"inversion.n_mirror must be <= world.n_train ({n}) (got {inv.n_mirror})"),

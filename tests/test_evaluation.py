@@ -1,4 +1,5 @@
-"""facelm.evaluation (stages 05-07) and their figures, on tiny untrained models."""
+"""facelm.evaluation (stages 05 and 06) and their figures, on tiny untrained models (stage 07:
+tests/test_augmentation.py)."""
 import itertools
 
 import matplotlib
@@ -8,10 +9,10 @@ import torch
 
 matplotlib.use("Agg")
 
-from facelm.config import AugmentationParams, DetectorParams, EvaluationParams  # noqa: E402
+from facelm.config import EvaluationParams  # noqa: E402
 from facelm.config import Params, replace  # noqa: E402
 from facelm.data.world import render_faces  # noqa: E402
-from facelm.evaluation import augmentation, budget  # noqa: E402
+from facelm.evaluation import budget  # noqa: E402
 from facelm.evaluation.consistency import (Consistency, annotation_speed, evaluate_consistency,  # noqa: E402
                                            judge_landmarks, per_item_ms)
 from facelm.evaluation.outside_judge import judge_with_dlib, mean_or_nan  # noqa: E402
@@ -182,12 +183,13 @@ def test_dlib_metrics_are_expected_only_when_dlib_is_on():
     assert dlib_keys <= expected_keys(stages, on)
     assert not dlib_keys & expected_keys(stages, off)
     assert {"consistency_nme", "budget_judge_on_inversion_nme"} <= expected_keys(stages, off)
-    for m in METRICS:  # every switch names a boolean parameter
-        if m.needs:
-            value = Params()
-            for part in m.needs.split("."):
-                value = getattr(value, part)
-            assert isinstance(value, bool), m.key
+    for m in METRICS:  # every plain switch names a boolean parameter ("25 in ..." are conditions)
+        for switch in (m.needs or "").split(" and "):
+            if switch and " " not in switch:
+                value = Params()
+                for part in switch.split("."):
+                    value = getattr(value, part)
+                assert isinstance(value, bool), m.key
 
 
 BUDGET = {"detector_nme_heldout": 0.03, "dlib_nme_heldout": 0.06, "dlib_found_data": 0.95,
@@ -235,47 +237,8 @@ def test_lgen_errors_are_stage_04s_nme(models, latents):
     np.testing.assert_array_equal(budget.lgen_errors(lgen, z, target), expected)
 
 
-# ------------------------------------------------------------------ 07: augmentation
-ROWS = [{"k": k, "seed": s, "condition": c, "nme": nme_}
-        for k, s, c, nme_ in [(20, 0, "real", 0.10), (20, 1, "real", 0.12), (20, 0, "real+synth", 0.08),
-                              (20, 1, "real+synth", 0.10), (60, 0, "real", 0.05), (60, 0, "real+synth", 0.06)]]
-
-
-def test_summarise_gives_mean_std_and_change_per_k():
-    table = augmentation.summarise(ROWS)
-    assert [r["k"] for r in table] == [20, 60]
-    assert table[0]["real_mean"] == pytest.approx(0.11) and table[0]["real_std"] == pytest.approx(0.01)
-    assert table[0]["change_%"] == pytest.approx(100 * (0.09 / 0.11 - 1))
-    text = augmentation.summary_text(table).splitlines()
-    assert len(text) == 2 and text[0].startswith("K=   20  real 0.1100 ± 0.0100") and "change -18.2 %" in text[0]
-
-
-def test_headline_metrics_are_taken_at_k_default():
-    table = augmentation.summarise(ROWS)
-    cfg = AugmentationParams(ks=[20, 60], k_default=60, n_synth=40)
-    metrics = augmentation.headline_metrics(table, cfg)
-    assert metrics == {"aug_nme_real_only": pytest.approx(0.05), "aug_nme_real_plus_synth": pytest.approx(0.06),
-                       "aug_k": 60, "aug_n_synth": 40}
-    check_keys(metrics, stage="07_augmentation")
-    with pytest.raises(ValueError, match="k_default 100"):
-        augmentation.headline_metrics(table, AugmentationParams(ks=[20, 60, 100], k_default=100))
-
-
-def test_study_trains_both_conditions_on_the_same_real_faces(one_thread):
-    rng = np.random.default_rng(3)
-    real = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
-    real_lm = rng.uniform(0.2, 0.8, size=(8, 49, 2)).astype(np.float32)
-    cfg = AugmentationParams(ks=[3], k_default=3, n_synth=2, seeds=1, steps=2)
-    detector = DetectorParams(width=4, depth=0, batch_size=4, augment=False)
-    rows = augmentation.study(real, real_lm, real[:2], real_lm[:2], real[:3], real_lm[:3], cfg, detector, seed=0)
-    assert [(r["k"], r["seed"], r["condition"]) for r in rows] == [(3, 0, "real"), (3, 0, "real+synth")]
-    assert all(np.isfinite(r["nme"]) for r in rows)
-    with pytest.raises(ValueError, match="more real faces"):
-        augmentation.study(real[:2], real_lm[:2], real, real_lm, real, real_lm, cfg, detector, seed=0)
-
-
 # ---------------------------------------------------------------------------- figures
-def test_agreement_grid_and_augmentation_curve_draw():
+def test_agreement_grid_draws():
     import matplotlib.pyplot as plt
 
     rng = np.random.default_rng(4)
@@ -284,11 +247,6 @@ def test_agreement_grid_and_augmentation_curve_draw():
     fig = figures.agreement_grid(faces, a, b, rng.uniform(size=9), n_each=3, title="t")
     image = fig.axes[0].images[0].get_array()
     assert image.shape[0] > 3 * 128 and image.shape[1] > 3 * 128  # 3 rows of 3 upscaled faces
-    plt.close(fig)
-    fig = figures.augmentation_curve(augmentation.summarise(ROWS), n_synth=40, seeds=2)
-    ax = fig.axes[0]
-    assert ax.get_xscale() == "log" and len(ax.get_legend().get_texts()) == 2
-    assert "40 latent-augmented" in ax.get_legend().get_texts()[1].get_text()
     plt.close(fig)
 
 
@@ -309,3 +267,56 @@ def test_mirror_pairs_pair_each_mirror_with_its_chosen_training_face(tmp_path):
     (tmp_path / "mirror.json").write_text(json.dumps({"index": [7], "yaw": [1.0], "yaw_unit": "degrees"}))
     with pytest.raises(ValueError, match="z_mirror has 2"):
         load_mirror_pairs(tmp_path)
+
+
+# ------------------------------------------- both kinds of label generator (stages 05, 06)
+FEATURE_BUDGET = {**BUDGET, "consistency_nme_dlib": 0.2, "dlib_found_generated": 0.3,
+                  "lgen_nme_train_features": 0.07, "lgen_nme_heldout_features": 0.13,
+                  "consistency_nme_features": 0.14, "consistency_nme_dlib_features": 0.16}
+
+
+def test_error_budget_of_the_feature_labels_shares_rows_a_and_b():
+    z, f = budget.error_budget(FEATURE_BUDGET), budget.error_budget(FEATURE_BUDGET, "features")
+    assert f[:2] == z[:2] and [link.nme for link in f[2:]] == [0.07, 0.13, 0.14]
+    assert f[-1].nme_dlib == 0.16 and f[-1].found_dlib == 0.3
+    assert budget.largest_step(f) == (1, pytest.approx(0.09))
+    with pytest.raises(ValueError, match="kind"):
+        budget.error_budget(BUDGET, "pixels")
+    text = budget.budget_markdown(z, f)
+    rows = [ln for ln in text.splitlines() if ln.startswith("| (")]
+    assert len(rows) == 8 and sum("(a)" in r for r in rows) == 1  # (a), (b) once; 3 + 3 of their own
+    assert "| 0.1400 | 0.1600 (30% found) |" in rows[-1]
+    assert text.splitlines()[-1].startswith("On G's features: the largest step")
+    assert text.startswith(budget.budget_markdown(z).rsplit("\n\n", 1)[0])
+
+
+@pytest.fixture(scope="module")
+def feature_lgen(models):
+    from facelm.models.feature_lgen import FeatureLGen
+
+    return FeatureLGen(models[0], members=2, grid=8, hidden=4, seed=3).eval()
+
+
+def test_results_and_lgen_errors_work_with_a_features_label_generator(models, feature_lgen, latents):
+    G = models[0]
+    z_a, z_b = latents
+    z = torch.from_numpy(z_a)
+    faces, points = faces_and_landmarks(G, feature_lgen, z, batch_size=2, device="cpu")
+    with torch.no_grad():
+        np.testing.assert_allclose(points, feature_lgen(z).numpy(), atol=1e-6)
+    path = latent_path(G, feature_lgen, z_a[0], z_b[0], 3, device="cpu")
+    assert path.landmarks.shape == (5, 49, 2) and path.smoothness >= 1.0
+    target = np.random.default_rng(8).uniform(0.2, 0.8, size=(3, 49, 2)).astype(np.float32)
+    np.testing.assert_allclose(budget.lgen_errors(feature_lgen, z_a, target, batch_size=2),
+                               nme(points, target), rtol=1e-5)
+
+
+def test_label_generator_path_follows_the_kind(tmp_path):
+    from facelm.config import LGenParams
+    from facelm.evaluation.results import label_generator_path
+
+    assert label_generator_path(tmp_path, "z") == tmp_path / "data/lgen/lgen.safetensors"
+    assert label_generator_path(tmp_path, "features") == tmp_path / "data/lgen/features.safetensors"
+    assert label_generator_path(tmp_path, LGenParams().kind).name == "lgen.safetensors"
+    with pytest.raises(ValueError, match="lgen.kind"):
+        label_generator_path(tmp_path, "pixels")

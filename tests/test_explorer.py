@@ -324,3 +324,32 @@ def test_mirror_latents_follow_the_faces_stage_03_chose(models, data):
         ex.endpoints(0, 1, mirror=True)
     with pytest.raises(ValueError, match="mirror_index names 2 faces for 3"):
         Explorer(*models, z_train=z, z_mirror=z_mirror, device="cpu", mirror_index=[1, 2])
+
+
+# ------------------------------------------------ a label generator on G's features
+def test_a_features_label_generator_drives_the_explorer_and_shows_its_uncertainty(models, data, tmp_path):
+    from facelm.models.feature_lgen import FeatureLGen, save_feature_lgen
+
+    G = models[0]
+    F = FeatureLGen(G, members=3, grid=8, hidden=4, seed=3).eval()
+    root = _tiny_project(tmp_path, models, data)
+    save_feature_lgen(root / "data/lgen/features.safetensors", F)
+    (root / "params.yaml").write_text("lgen:\n  kind: features\n")
+    ui = explore(root=root, device="cpu")
+    ex = ui.explorer
+    assert ex.lgen.kind == "features"
+    find(ui, w.IntText, "seed").value = 5
+    image, lm = truth((G, F), ex.current_z())
+    np.testing.assert_array_equal(shown(ui), draw_landmarks(image, lm, scale=SCALE, radius=RADIUS))
+    with torch.no_grad():
+        u = float(F.uncertainty(torch.from_numpy(ex.current_z()[None]))[0])
+    assert ex.label_uncertainty() == pytest.approx(u, rel=1e-5) and u > 0
+    status = next(x for x in walk(ui) if isinstance(x, w.HTML) and "max |z|" in x.value).value
+    assert f"label uncertainty {u:.3f}" in status
+    # the z kind (params say nothing): the L-Gen file, and no uncertainty shown
+    (root / "params.yaml").write_text("{}\n")
+    ex_z = load_explorer(root=root, device="cpu")
+    assert ex_z.lgen.kind == "z" and ex_z.label_uncertainty() is None
+    other = FeatureLGen(Generator(size=SIZE, width=4, z_dim=64, seed=9), members=2, grid=8, hidden=4)
+    with pytest.raises(ValueError, match="another generator"):
+        Explorer(G, other, device="cpu")

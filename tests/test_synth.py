@@ -474,3 +474,154 @@ def test_import_is_light_for_the_cli():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.stdout.split() == ["False", "False"], proc.stderr
+
+
+# ------------------------------------------- a label generator on G's features, --keep-frac
+from facelm.apps.synth_certain import CALIBRATION_TAG, CANDIDATE_TAG, uniform_stream  # noqa: E402
+from facelm.evaluation.uncertainty import keep_threshold  # noqa: E402
+from facelm.models.feature_lgen import FeatureLGen, save_feature_lgen  # noqa: E402
+
+CAL = 64  # calibration faces of the keep-frac tests
+
+
+@pytest.fixture(scope="module")
+def features(models, tmp_path_factory):
+    """(generator path, features path, G, FeatureLGen) on the tiny G of ``models``."""
+    d = tmp_path_factory.mktemp("features")
+    F = FeatureLGen(models[2], members=3, grid=8, hidden=4, seed=3).eval()
+    save_feature_lgen(d / "f.safetensors", F)
+    return models[0], d / "f.safetensors", models[2], F
+
+
+@torch.no_grad()
+def labelled(F, z):
+    images, lm, u = F.generate(torch.from_numpy(np.asarray(z)))
+    return images, lm.numpy(), u.numpy()
+
+
+def shard_arrays(out: Path, name: str) -> np.ndarray:
+    return np.concatenate([np.load(s / f"{name}.npy") for s in sorted(out.glob("shard_*"))])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_features_label_generator_stores_each_faces_uncertainty(features, tmp_path, fmt):
+    out = tmp_path / "out"
+    m = run(features, out, fmt=fmt)
+    read = (lambda a: np.load(out / f"{a}.npy")) if fmt == "npz" else (lambda a: shard_arrays(out, a))
+    z, lm, u = read("z"), read("landmarks"), read("uncertainty")
+    np.testing.assert_array_equal(z, latents(0, N, seed=0))  # no --keep-frac: the plain z rule
+    images, ref_lm, ref_u = labelled(features[3], z)
+    np.testing.assert_allclose(lm, ref_lm, atol=1e-6)
+    np.testing.assert_allclose(u, ref_u, rtol=1e-4)  # batches and memory layout differ
+    assert u.shape == (N,) and u.dtype == np.float32 and u.std() > 0
+    if fmt == "npz":
+        assert_same_image(np.load(out / "images.npy"), images_of(images))
+        assert m["files"]["uncertainty"] == "uncertainty.npy"
+    assert m["lgen"]["kind"] == "features" and m["lgen"]["generator_digest"] == features[3].generator_digest
+    assert m["uncertainty"] and m["keep"] is None
+    (out / ("uncertainty.npy" if fmt == "npz" else "shard_00001/uncertainty.npy")).unlink()
+    seen = []
+    run(features, out, fmt=fmt, callbacks=[lambda e, s: seen.append((e, s.get("index")))])
+    assert seen[-2:] == [("shard", 2 if fmt == "npz" else 1), ("end", None)]  # remade, not trusted
+
+
+def images_of(x):
+    from facelm.tensors import to_uint8
+
+    return to_uint8(x)
+
+
+def test_keep_frac_keeps_the_first_candidates_under_a_calibrated_threshold(features, tmp_path):
+    out = tmp_path / "out"
+    m = run(features, out, keep_frac=0.5, calibration=CAL, seed=2)
+    keep = m["keep"]
+    _, _, u_cal = labelled(features[3], uniform_stream(0, CAL, [CALIBRATION_TAG, 2], truncation=1.0, z_dim=64))
+    assert keep["threshold"] == pytest.approx(keep_threshold(u_cal, 0.5), rel=1e-4)
+    assert (u_cal <= keep["threshold"]).mean() == pytest.approx(0.5, abs=1.5 / CAL)
+    assert (keep["keep_frac"], keep["calibration_size"], keep["faces"]) == (0.5, CAL, N)
+    assert m["keep_frac"] == 0.5 and m["calibration_size"] == CAL
+    assert keep["candidates"] == sum(s["candidates"] for s in m["shards"]) >= N
+    assert keep["acceptance_rate"] == pytest.approx(N / keep["candidates"], abs=1e-4)
+    z, u = shard_arrays(out, "z"), shard_arrays(out, "uncertainty")
+    assert (u <= keep["threshold"]).all()
+    for s in m["shards"]:  # shard k: its stream's candidates under the threshold, in order
+        cand = uniform_stream(0, s["candidates"], [CANDIDATE_TAG, 2, s["index"]], truncation=1.0, z_dim=64)
+        _, lm, u_cand = labelled(features[3], cand)
+        ok = u_cand <= keep["threshold"]
+        assert ok[-1] and ok.sum() == s["stop"] - s["start"]  # the last candidate drawn was kept
+        np.testing.assert_array_equal(z[s["start"]:s["stop"]], cand[ok])
+        np.testing.assert_allclose(shard_arrays(out, "landmarks")[s["start"]:s["stop"]], lm[ok], atol=1e-6)
+    assert len(list(out.rglob("*.png"))) == N
+
+
+def test_keep_frac_runs_are_deterministic_and_resume(features, tmp_path, monkeypatch):
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    first = run(features, whole, keep_frac=0.4, calibration=CAL)
+    run(features, tmp_path / "again", keep_frac=0.4, calibration=CAL)
+    assert files(tmp_path / "again") == files(whole)
+    # the kept faces do not depend on how candidates are batched
+    run(features, tmp_path / "batched", keep_frac=0.4, calibration=CAL, batch_size=5)
+    np.testing.assert_array_equal(shard_arrays(tmp_path / "batched", "z"), shard_arrays(whole, "z"))
+    with pytest.raises(Interrupt):
+        run(features, out, keep_frac=0.4, calibration=CAL, callbacks=[interrupt_after(0)])
+    recorded = json.loads((out / "manifest.json").read_text())["keep"]
+    assert recorded["threshold"] == first["keep"]["threshold"] and recorded["faces"] == SHARD
+
+    def no_calibration(*a, **k):
+        raise AssertionError("a resumed run must reuse the recorded threshold")
+    monkeypatch.setattr("facelm.apps.synth_run.calibrate", no_calibration)
+    m = run(features, out, keep_frac=0.4, calibration=CAL)
+    assert m["complete"] and files(out) == files(whole)
+    assert m["keep"]["acceptance_rate"] == first["keep"]["acceptance_rate"]
+    for change in ({"keep_frac": 0.5}, {"calibration": CAL + 1}, {"keep_frac": None}):
+        with pytest.raises(ValueError, match="different synthesis"):
+            run(features, out, **{"keep_frac": 0.4, "calibration": CAL, **change})
+
+
+def test_keep_frac_one_keeps_every_candidate(features, tmp_path):
+    m = run(features, tmp_path / "out", keep_frac=1.0, calibration=CAL)
+    assert m["keep"]["threshold"] is None and m["keep"]["acceptance_rate"] == 1.0
+    z = shard_arrays(tmp_path / "out", "z")
+    np.testing.assert_array_equal(z[:SHARD], uniform_stream(0, SHARD, [CANDIDATE_TAG, 0, 0], truncation=1.0, z_dim=64))
+
+
+def test_keep_frac_and_features_refusals_are_one_line_before_any_work(models, features, tmp_path, capsys):
+    other_g = tmp_path / "other.safetensors"
+    save_model(other_g, Generator(size=32, width=4, z_dim=64, seed=9))
+    f = features[1]
+    cases = {  # name: (arguments, what the one error line must mention)
+        "keep-frac with an L-Gen on z": (["--generator", models[0], "--lgen", models[1], "--keep-frac", 0.5],
+                                         "--keep-frac (keep_frac) needs a label generator on G's features"),
+        "keep-frac zero": (["--generator", models[0], "--lgen", f, "--keep-frac", 0], "--keep-frac"),
+        "keep-frac above 1": (["--generator", models[0], "--lgen", f, "--keep-frac", 1.5], "--keep-frac"),
+        "calibration zero": (["--generator", models[0], "--lgen", f, "--keep-frac", 0.5, "--calibration", 0],
+                             "--calibration"),
+        "another generator": (["--generator", other_g, "--lgen", f], "reads another generator"),
+        "bf16 with features": (["--generator", models[0], "--lgen", f, "--bf16"], "--bf16"),
+    }
+    for name, (argv, mention) in cases.items():
+        out = tmp_path / f"out-{name.replace(' ', '-')}"
+        rc, stdout, err = cli([*argv, "--out", out, "-n", 3, "--device", "cpu", "--no-progress"], capsys)
+        lines = err.strip().splitlines()
+        assert rc == 2 and stdout == "", (name, err)
+        assert len(lines) == 1 and lines[0].startswith("facelm synth: error: ") and mention in lines[0], (name, err)
+        assert not out.exists() or not any(out.iterdir()), name
+
+
+def test_cli_keep_frac_and_the_default_lgen_follow_params(features, tmp_path, monkeypatch, capsys):
+    proj = tmp_path / "proj"
+    (proj / "data" / "began").mkdir(parents=True)
+    (proj / "data" / "lgen").mkdir(parents=True)
+    (proj / "dvc.yaml").write_text("{}\n")
+    (proj / "params.yaml").write_text("lgen:\n  kind: features\n")
+    (proj / "data" / "began" / "generator.safetensors").write_bytes(Path(features[0]).read_bytes())
+    monkeypatch.chdir(proj)
+    rc, _, err = cli(["--out", tmp_path / "o0", "-n", 2, "--no-progress"], capsys)
+    assert rc == 2 and "features.safetensors does not exist yet" in err, err
+    (proj / "data" / "lgen" / "features.safetensors").write_bytes(Path(features[1]).read_bytes())
+    rc, stdout, err = cli(["--out", tmp_path / "o1", "-n", 4, "--shard-size", 2, "--batch-size", 3,
+                           "--keep-frac", 0.5, "--calibration", 32, "--device", "cpu", "--no-progress"], capsys)
+    assert rc == 0 and "kept the most certain 0.5" in stdout and "acceptance rate" in stdout, err
+    m = json.loads((tmp_path / "o1" / "manifest.json").read_text())
+    assert m["lgen"]["path"] == str(proj / "data" / "lgen" / "features.safetensors")
+    assert m["keep"]["calibration_size"] == 32 and m["lgen"]["kind"] == "features"

@@ -4,7 +4,8 @@
 code itself is under 300 lines.)
 
 One z feeds both the generator and L-Gen (paper Fig. 7), so every point of the latent
-space shows a face and its 49 landmarks. :class:`Explorer` holds the state in plain
+space shows a face and its 49 landmarks. The label generator is either kind (params.yaml's
+``lgen.kind`` picks the default file); one on G's features also shows its uncertainty. :class:`Explorer` holds the state in plain
 Python (testable without a browser); :meth:`Explorer.widget` builds an ipywidgets UI
 (:mod:`facelm.apps.explorer_widget`) whose observers only call the explorer's methods.
 :func:`explore` is the one call for JupyterLab. The slider axes are in
@@ -40,7 +41,7 @@ from facelm.apps.face_drawing import annotate_face, encode_png, point_radius
 from facelm.apps.latent_directions import (UNIFORM_STD, Directions, latent_from,
                                            principal_directions, random_directions)
 from facelm.checkpoint import atomic_write
-from facelm.evaluation.results import faces_and_landmarks
+from facelm.evaluation.results import faces_and_landmarks, label_generator_path
 from facelm.landmarks import to_pixels, write_pts
 from facelm.tensors import pick_device, sample_z
 
@@ -48,10 +49,10 @@ __all__ = ["Directions", "principal_directions", "random_directions", "latent_fr
            "annotate_face", "point_radius", "Explorer", "load_explorer", "explore", "component_sweep",
            "DEFAULT_PATHS", "UNIFORM_STD"]
 
-# Pipeline outputs the explorer reads, relative to the project root.
+# Pipeline outputs the explorer reads, relative to the project root (the label generator's
+# file follows params.yaml's lgen.kind: facelm.evaluation.results.label_generator_path).
 DEFAULT_PATHS = {
     "generator": "data/began/generator.safetensors",
-    "lgen": "data/lgen/lgen.safetensors",
     "latents": "data/latents/z_train.npy",
     "mirror_latents": "data/latents/z_mirror.npy",
     "faces": "data/faces/train_images.npy",
@@ -77,7 +78,8 @@ def _write_npy(path: str, array: np.ndarray) -> None:
 class Explorer:
     """State and logic of the latent explorer (no widgets needed; see :meth:`widget`).
 
-    ``G``: a BEGAN generator; ``lgen``: an L-Gen on the same z. ``z_train`` ``[N, D]``:
+    ``G``: a BEGAN generator; ``lgen``: a label generator on the same z (either kind; one on
+    G's features must have been trained on this G). ``z_train`` ``[N, D]``:
     inverted training latents (principal directions, interpolation ends); ``z_mirror``
     ``[M, D]``: latents of the mirror images of the first M training faces; ``faces``
     ``uint8 [N', S, S, 3]``: the training faces (thumbnails of the interpolation ends).
@@ -95,6 +97,8 @@ class Explorer:
             raise ValueError("G must be a facelm.models.began.Generator (with a z_dim attribute)")
         if getattr(lgen, "z_dim", z_dim) != z_dim:
             raise ValueError(f"lgen takes z of {lgen.z_dim} dims but G takes {z_dim}")
+        if getattr(lgen, "kind", "z") == "features" and not lgen.matches(G):
+            raise ValueError("lgen reads another generator than G: its landmarks would not fit the faces")
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
         self.z_train = _as_latents(z_train, "z_train", z_dim)
@@ -212,6 +216,14 @@ class Explorer:
             self._cache = (z.tobytes(), images[0], points[0])
         return self._cache[1].copy(), self._cache[2].copy()
 
+    def label_uncertainty(self) -> float | None:
+        """The label generator's uncertainty at the current z (NME units); None for L-Gen on z."""
+        if getattr(self.lgen, "kind", "z") != "features":
+            return None
+        with torch.no_grad():
+            z = torch.from_numpy(self.current_z()[None]).to(self.device)
+            return float(self.lgen.uncertainty(z)[0])
+
     def display_image(self) -> np.ndarray:
         """The upscaled face with the landmarks/indices switched on, uint8 RGB."""
         image, points = self.render()
@@ -303,13 +315,15 @@ def load_explorer(generator: Any = None, lgen: Any = None, latents: Any = None,
     """Build an :class:`Explorer` from the pipeline's files (or from objects).
 
     ``generator``/``lgen``: a model, a safetensors path, or None for ``data/began/generator.safetensors``
-    and ``data/lgen/lgen.safetensors`` under the project root (``root``, default
+    and the label generator params.yaml's ``lgen.kind`` names (``data/lgen/lgen.safetensors``
+    or ``data/lgen/features.safetensors``) under the project root (``root``, default
     :func:`facelm.paths.project_root`). ``latents``/``mirror_latents``/``faces``: an array, a
     ``.npy`` path, None for the default file when it exists, or False for none. ``kwargs`` go
     to :class:`Explorer` (``n_components``, ``seed``, ``scale``, ``out_dir``).
     """
+    from facelm.config import load_params
     from facelm.models.began import load_generator
-    from facelm.models.lgen import load_lgen
+    from facelm.models.lgen import load_label_generator
     from facelm.paths import project_root
 
     cached: list[Path] = []
@@ -322,13 +336,17 @@ def load_explorer(generator: Any = None, lgen: Any = None, latents: Any = None,
     def model(value: Any, key: str, loader):
         if isinstance(value, nn.Module):
             return value
-        path = Path(value) if value is not None else root_fn() / DEFAULT_PATHS[key]
+        if value is None:
+            path = (root_fn() / DEFAULT_PATHS[key] if key != "lgen" else label_generator_path(
+                root_fn(), load_params(root_fn() / "params.yaml").lgen.kind))
+        else:
+            path = Path(value)
         if not path.is_file():
             raise FileNotFoundError(f"{key}: no weights at {path} (train the models first: `dvc repro`)")
         return loader(path, device=device)
 
     G = model(generator, "generator", load_generator)
-    L = model(lgen, "lgen", load_lgen)
+    L = model(lgen, "lgen", load_label_generator)
     if root is not None and "out_dir" not in kwargs:
         kwargs["out_dir"] = Path(root) / DEFAULT_PATHS["out_dir"]
     z_mirror = _load_array(mirror_latents, "mirror_latents", root_fn)

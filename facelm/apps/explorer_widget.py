@@ -151,6 +151,8 @@ class ExplorerView:
             f"<b>z</b>: {html.escape(ex.mode)}"
             + (" + slider offsets" if ex.offsets.any() else "")
             + f" &nbsp;·&nbsp; max |z| = {np.abs(z).max():.2f}"
+            + ("" if (u := ex.label_uncertainty()) is None
+               else f" &nbsp;·&nbsp; label uncertainty {u:.3f} (NME units)")
             + f"<br><small>sliders: {html.escape(ex.directions.source)}</small>")
         if ex.z_train is not None:
             a, b, mirror = ui["a"].value, ui["b"].value, ui["mirror"].value

@@ -2,10 +2,15 @@
 
 One latent z per face feeds both G (the face) and L-Gen (its landmarks), as in the paper's
 Fig. 7. Faces are written in shards so that a long run can be interrupted and resumed.
+The label generator is either kind (``--lgen``; the default file follows params.yaml's
+``lgen.kind``): L-Gen on z, or the heads on G's features, which also give each face's
+uncertainty and, with ``--keep-frac F``, keep only the most certain share F of the faces
+(:mod:`facelm.apps.synth_certain`).
 
     facelm synth --out synth/ -n 100000 --seed 0            # inside the project: data/ models
     facelm synth --generator G.safetensors --lgen L.safetensors --out synth/ -n 5000
     facelm synth --out synth/ -n 1000000 --format npz --device cuda --batch-size 1024 --bf16
+    facelm synth --lgen data/lgen/features.safetensors --keep-frac 0.5 --out certain/ -n 5000
     python -m facelm synth ...                               # the same, without the console script
     synth("G.safetensors", "L.safetensors", "synth/", 5000)  # Python; returns the manifest
 
@@ -14,7 +19,10 @@ of :data:`Z_BLOCK` (1024) and block ``b`` draws ``u = default_rng([seed, b]).ran
 z_dim), float32)``; face ``i`` takes row ``i % 1024`` of block ``i // 1024`` and
 ``z = (2u - 1) * truncation``. So the same seed gives the same faces whatever the shard
 size, the batch size or where a run was interrupted, and a smaller truncation only shrinks
-the same z towards 0 (less varied, more typical faces).
+the same z towards 0 (less varied, more typical faces). With ``--keep-frac`` the faces are
+the candidates of per-shard streams that pass an uncertainty threshold fixed up front
+(:mod:`facelm.apps.synth_certain`); the manifest records F, the threshold, the calibration
+size and the acceptance rate.
 
 Output folder (``--out``)::
 
@@ -24,10 +32,12 @@ Output folder (``--out``)::
       shard_00000/00000000.pts   its landmarks, 300-W .pts in pixels (read with landmarks.read_pts)
       shard_00000/z.npy          float32 [faces in shard, z_dim], the latents, in face order
       shard_00000/landmarks.npy  float32 [faces in shard, P, 2], unit coordinates (exact)
+      shard_00000/uncertainty.npy  float32 [faces in shard] (features kind only), NME units
     --format npz               one set of arrays for all N faces, as memory-mappable .npy
       images.npy                 uint8 [N, S, S, 3] RGB
       landmarks.npy              float32 [N, P, 2] unit coordinates (x / W, y / H)
       z.npy                      float32 [N, z_dim]
+      uncertainty.npy            float32 [N] (features kind only)
                                (read with ``np.load(path, mmap_mode="r")``; plain .npy rather
                                than a .npz zip, because a zip can be neither memory-mapped nor
                                filled in place, and N may exceed memory)
@@ -79,6 +89,19 @@ def _default_model(rel: str) -> str | None:
         return None
 
 
+def _default_lgen() -> str | None:
+    """The project's label generator of the kind params.yaml names (``lgen.kind``)."""
+    from facelm.config import load_params
+    from facelm.evaluation.results import label_generator_path
+    from facelm.paths import project_root
+
+    try:
+        root = project_root()
+    except FileNotFoundError:
+        return None
+    return str(label_generator_path(root, load_params(root / "params.yaml").lgen.kind))
+
+
 def _command_line() -> str:
     """This process's command line as a user would retype it (no absolute script paths)."""
     argv0 = Path(sys.argv[0] if sys.argv else "facelm")
@@ -103,9 +126,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
                         " default: data/began/generator.safetensors under the project root "
                         "when run inside a facelm project, else required")
     p.add_argument("--lgen", metavar="PATH",
-                   help="trained L-Gen weights (.safetensors from facelm.models.lgen.save_lgen); "
-                        "default: data/lgen/lgen.safetensors under the project root when run "
-                        "inside a facelm project, else required")
+                   help="trained label generator, either kind: an L-Gen on z (.safetensors from "
+                        "facelm.models.lgen.save_lgen) or one on G's features (save_feature_lgen, "
+                        "trained on this --generator); default inside a facelm project: "
+                        "data/lgen/lgen.safetensors, or data/lgen/features.safetensors when "
+                        "params.yaml says lgen.kind: features; else required")
     p.add_argument("--out", metavar="DIR", required=True,
                    help="output folder (created if missing); holds manifest.json and the faces; "
                         "one run at a time (a second run into it is refused)")
@@ -135,6 +160,13 @@ def _configure(p: argparse.ArgumentParser) -> None:
                         "landmarks stay float32); off by default")
     p.add_argument("--workers", type=int, default=_DEFAULT["workers"], metavar="W",
                    help="threads encoding and writing PNG files (default: min(8, CPU count))")
+    p.add_argument("--keep-frac", type=float, default=_DEFAULT["keep_frac"], metavar="F",
+                   help="keep only the most certain share F (0 < F <= 1) of the faces: those "
+                        "whose uncertainty is under the F-quantile of a seeded calibration "
+                        "sample; needs a label generator on G's features (default: keep all)")
+    p.add_argument("--calibration", type=int, default=_DEFAULT["calibration"], metavar="C",
+                   help="random z that fix --keep-frac's threshold once per output folder "
+                        "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output made with other settings or models "
                         "(removes only files synth writes); without it such a folder is "
@@ -170,11 +202,14 @@ def run_cli(args: argparse.Namespace) -> int:
                 ("--batch-size", args.batch_size, args.batch_size >= 1, "a positive integer"),
                 ("--shard-size", args.shard_size, args.shard_size >= 1, "a positive integer"),
                 ("--workers", args.workers, args.workers is None or args.workers >= 1,
-                 "a positive integer")):
+                 "a positive integer"),
+                ("--keep-frac", args.keep_frac, args.keep_frac is None or 0 < args.keep_frac <= 1,
+                 "in (0, 1]"),
+                ("--calibration", args.calibration, args.calibration >= 1, "a positive integer")):
             if not ok:
                 raise ValueError(f"{flag} must be {want}, got {value}")
         generator = args.generator or _default_model("data/began/generator.safetensors")
-        lgen = args.lgen or _default_model("data/lgen/lgen.safetensors")
+        lgen = args.lgen or _default_lgen()
         if generator is None or lgen is None:
             missing = " and ".join(f"--{k}" for k, v in (("generator", generator),
                                                            ("lgen", lgen)) if v is None)
@@ -189,6 +224,7 @@ def run_cli(args: argparse.Namespace) -> int:
                          device=args.device, shard_size=args.shard_size, fmt=args.format,
                          overwrite=args.overwrite, progress=not args.no_progress,
                          bf16=args.bf16, workers=args.workers, command=_command_line(),
+                         keep_frac=args.keep_frac, calibration=args.calibration,
                          callbacks=[lambda event, state: ended.update(state)
                                     if event == "end" else None])
     except (ValueError, FileNotFoundError) as err:
@@ -209,4 +245,10 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"{args.out}: {run['faces']} faces ({manifest['image_size']} px, "
               f"{manifest['n_points']} points, {manifest['format']}) in {run['seconds']:.1f} s"
               f" = {rate} faces/s on {run['device']}{resumed}")
+    keep = manifest.get("keep")
+    if keep:
+        threshold = "none" if keep["threshold"] is None else f"{keep['threshold']:.4g}"
+        print(f"kept the most certain {keep['keep_frac']:g}: uncertainty <= {threshold} "
+              f"(from {keep['calibration_size']} calibration faces), acceptance rate "
+              f"{keep['acceptance_rate']}")
     return 0

@@ -31,7 +31,7 @@ LOCK = ".synth.lock"
 LAYOUT = "facelm.apps.synth/1"     # bump when the folder layout or the z rule changes
 # manifest fields that must match for a run to resume an existing folder
 IDENTITY = ("layout", "generator_sha256", "lgen_sha256", "seed", "n", "truncation",
-            "format", "shard_size", "bf16")
+            "format", "shard_size", "bf16", "keep_frac", "calibration_size")
 # temporaries of runs that ended (under the lock, no other run is alive to own them):
 # shard folders (.shard_00000.<pid>-<uuid>.tmp; .shard_00000.tmp before per-run names)
 # and the manifest's (atomic_write's .manifest.json.<random>.tmp)
@@ -39,7 +39,7 @@ _STALE = re.compile(r"\.shard_\d+(\.[0-9a-z-]+)?\.tmp|\." + re.escape(MANIFEST) 
 # the writability probe another run may hold for an instant: ours, but never removed
 _PROBE = ".write-probe."
 # what a fresh run (or --overwrite) may find and remove: only names synth itself writes
-_OURS = re.compile(r"\.?shard_\d+(\.tmp)?|(images|landmarks|z)(\.partial)?\.npy|"
+_OURS = re.compile(r"\.?shard_\d+(\.tmp)?|(images|landmarks|z|uncertainty)(\.partial)?\.npy|"
                    + re.escape(MANIFEST) + "|" + re.escape(LOCK) + "|" + re.escape(_PROBE)
                    + ".*|" + _STALE.pattern)
 

@@ -4,15 +4,17 @@ The story of a run: check every argument, load both models, take the output fold
 find what an earlier run left (:mod:`facelm.apps.synth_folder`) and which of its shards
 verify (:mod:`facelm.apps.synth_shards`), then make the missing shards batch by batch,
 recording each in the manifest as it completes. The folder layout and the z rule are
-described in :mod:`facelm.apps.synth`.
+described in :mod:`facelm.apps.synth`; keeping only the most certain faces of a label
+generator on G's features (``keep_frac``) in :mod:`facelm.apps.synth_certain`.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facelm import __version__
+from facelm.apps.synth_checks import check_args, check_kind, load_models, resolve_device
+from facelm.apps.synth_certain import (Z_BLOCK, calibrate, certain_batches, record_acceptance,
+                                       uniform_stream)
 from facelm.apps.synth_folder import (LAYOUT, check_writable, folder_lock, previous_run,
                                       refuse_foreign, shard_plan, write_manifest)
 from facelm.apps.synth_shards import FORMATS, FaceArrays, NpyWriter, PtsWriter, carry_over
@@ -29,8 +34,6 @@ if TYPE_CHECKING:  # torch and cv2 load lazily: `facelm --help` should not wait 
 
 __all__ = ["Z_BLOCK", "FORMATS", "latents", "synth"]
 
-Z_BLOCK = 1024                     # latents are drawn in blocks of this many faces
-
 
 def latents(start: int, stop: int, *, seed: int = 0, truncation: float = 1.0,
             z_dim: int = 64) -> np.ndarray:
@@ -39,15 +42,7 @@ def latents(start: int, stop: int, *, seed: int = 0, truncation: float = 1.0,
     Face ``i`` gets row ``i % Z_BLOCK`` of ``default_rng([seed, i // Z_BLOCK])``'s uniform
     draws, mapped to ``[-truncation, truncation)``: a function of ``(seed, i)`` only.
     """
-    if not 0 <= start <= stop:
-        raise ValueError(f"need 0 <= start <= stop, got {start}, {stop}")
-    blocks = []
-    for b in range(start // Z_BLOCK, -(-stop // Z_BLOCK)):
-        u = np.random.default_rng([seed, b]).random((Z_BLOCK, z_dim), dtype=np.float32)
-        lo, hi = max(start - b * Z_BLOCK, 0), min(stop - b * Z_BLOCK, Z_BLOCK)
-        blocks.append(u[lo:hi])
-    u = np.concatenate(blocks) if blocks else np.zeros((0, z_dim), np.float32)
-    return ((u * 2 - 1) * np.float32(truncation)).astype(np.float32)
+    return uniform_stream(start, stop, [seed], truncation=truncation, z_dim=z_dim)
 
 
 # ------------------------------------------------------------------------ small helpers
@@ -63,84 +58,28 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/"auto" -> CUDA when available else CPU; refuses a CUDA device that is absent."""
-    import torch
-
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA "
-                             f"device(s) here")
-    elif dev.type != "cpu":
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    return dev
-
-
-def load_models(generator: Path, lgen: Path, device: torch.device):
-    """Load both models, turning any failure into one ValueError naming the file."""
-    from facelm.models.began import load_generator
-    from facelm.models.lgen import load_lgen
-
-    for name, path in (("generator", generator), ("lgen", lgen)):
-        if not path.is_file():
-            raise FileNotFoundError(f"{name} model not found: {path}")
-    models = []
-    for name, path, load in (("generator", generator, load_generator),
-                             ("lgen", lgen, load_lgen)):
-        try:
-            models.append(load(path, device))
-        except Exception as err:  # a safetensors/JSON/shape error: not a facelm model
-            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ValueError(f"{path} is not a facelm {name} model ({detail})") from None
-    G, L = models
-    if G.z_dim != L.z_dim:
-        raise ValueError(f"the generator takes z of {G.z_dim} dims but the L-Gen takes "
-                         f"{L.z_dim}: they were not trained together")
-    return G, L
-
-
-def _check_args(*, n, seed, truncation, batch_size, shard_size, fmt, workers) -> None:
-    def integer(v) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-    for name, value in (("n", n), ("batch_size", batch_size), ("shard_size", shard_size),
-                        ("workers", workers)):
-        if not integer(value) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not integer(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if isinstance(truncation, bool) or not isinstance(truncation, (int, float)) \
-            or not 0 < truncation <= 1:
-        raise ValueError(f"truncation must be in (0, 1], got {truncation!r}")
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-
-
-def _infer(G, L, z_np: np.ndarray, dev, bf16: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One batch: G(z) as uint8 NHWC and L-Gen(z) as float32 ``[B, P, 2]``."""
+def _infer(G, L, z_np: np.ndarray, dev, bf16: bool) -> tuple[np.ndarray, np.ndarray, Any]:
+    """One batch: G(z) as uint8 NHWC, the landmarks as float32 ``[B, P, 2]`` and, from a label
+    generator on G's features, their uncertainty float32 ``[B]`` (None from an L-Gen on z)."""
     import torch
 
     from facelm.tensors import to_uint8
 
     with torch.inference_mode():
         z = torch.from_numpy(z_np).to(dev, non_blocking=True)
+        if L.kind == "features":  # one pass of its own copy of G (the same weights as G)
+            x, lm, u = L.generate(z)
+            return to_uint8(x), lm.float().cpu().numpy(), u.float().cpu().numpy()
         with torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext():
             x = G(z)
         lm = L(z).float().cpu().numpy()  # fp32 always: bf16 would cost landmark precision
-        return to_uint8(x), lm
+        return to_uint8(x), lm, None
 
 
 def _new_manifest(identity: dict, old: dict | None, plan: list[dict], G, L, generator: Path,
-                  lgen: Path, command: str | None) -> dict:
+                  lgen: Path, command: str | None, keep: dict | None) -> dict:
     """The manifest of this run (complete: False), carrying over the old one's history."""
+    features = L.kind == "features"
     return {
         **identity,
         "facelm_version": __version__,
@@ -149,13 +88,17 @@ def _new_manifest(identity: dict, old: dict | None, plan: list[dict], G, L, gene
         "command": command,
         "generator": {"path": str(generator.resolve()), "sha256": identity["generator_sha256"],
                       **G.config()},
-        "lgen": {"path": str(lgen.resolve()), "sha256": identity["lgen_sha256"],
-                 **L.config()},
+        "lgen": {"path": str(lgen.resolve()), "sha256": identity["lgen_sha256"], "kind": L.kind,
+                 **L.config(), **({"generator_digest": L.generator_digest} if features else {})},
         "image_size": G.size,
         "n_points": L.n_points,
         "z_dim": G.z_dim,
-        "z_rule": (f"face i: row i % {Z_BLOCK} of numpy default_rng([seed, i // {Z_BLOCK}])"
-                   f".random(({Z_BLOCK}, z_dim), float32) u; z = (2u - 1) * truncation"),
+        "z_rule": keep["candidate_rule"] if keep else
+        (f"face i: row i % {Z_BLOCK} of numpy default_rng([seed, i // {Z_BLOCK}])"
+         f".random(({Z_BLOCK}, z_dim), float32) u; z = (2u - 1) * truncation"),
+        "uncertainty": ("float32 per face (uncertainty.npy): the spread of the label generator's "
+                        "ensemble, in NME units" if features else None),
+        "keep": keep,
         "landmarks": "unit coordinates x / W, y / H (pixel centres at (i + 0.5) / W); "
                      ".pts files in pixels, 300-W convention (+0.5)",
         "files": old.get("files") if old else None,
@@ -180,15 +123,19 @@ def synth(
     fmt: str = "pts",                      # "pts": PNG + .pts per face; "npz": .npy arrays
     overwrite: bool = False,               # replace an existing, different output
     progress: bool = True,                 # tqdm bar (faces/s) on stderr
-    bf16: bool = False,                    # run G under bf16 autocast (meant for CUDA)
+    bf16: bool = False,                    # run G under bf16 autocast (meant for CUDA; z kind)
     workers: int | None = None,            # PNG-writing threads (default: min(8, CPUs))
     callbacks: Iterable[Callable[[str, dict], None]] = (),
     command: str | None = None,            # the command line, recorded in the manifest
+    keep_frac: float | None = None,        # keep the most certain share (features kind only)
+    calibration: int = 4096,               # random z whose uncertainty sets keep_frac's threshold
 ) -> dict:
-    """Write ``n`` synthetic faces with their L-Gen landmarks to ``out``; return the manifest.
+    """Write ``n`` synthetic faces with their label generator's landmarks to ``out`` (and,
+    from a label generator on G's features, each face's uncertainty); return the manifest.
 
     Resumes an interrupted run with the same arguments, re-making any shard whose files do
-    not verify (see :mod:`facelm.apps.synth` for the folder layout and the z rule). Arguments
+    not verify (see :mod:`facelm.apps.synth` for the folder layout and the z rule, and
+    :mod:`facelm.apps.synth_certain` for ``keep_frac``). Arguments
     are all checked before any work; a bad one raises ValueError or FileNotFoundError
     naming it; a folder another run is writing raises
     :class:`facelm.apps.synth_folder.OutputInUse` (a ValueError). Callbacks ``cb(event,
@@ -198,22 +145,30 @@ def synth(
     import torch
 
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
-    _check_args(n=n, seed=seed, truncation=truncation, batch_size=batch_size,
-                shard_size=shard_size, fmt=fmt, workers=workers)
+    check_args(n=n, seed=seed, truncation=truncation, batch_size=batch_size,
+               shard_size=shard_size, fmt=fmt, workers=workers, keep_frac=keep_frac,
+               calibration=calibration)
     n, seed, batch_size, shard_size = int(n), int(seed), int(batch_size), int(shard_size)
     truncation = float(truncation)
+    keep_frac = None if keep_frac is None else float(keep_frac)
     dev = resolve_device(device)
     generator, lgen, out = Path(generator), Path(lgen), Path(out)
     G, L = load_models(generator, lgen, dev)
+    check_kind(L, lgen, keep_frac, bf16)
     check_writable(out)
     refuse_foreign(out, overwrite)  # before the lock: a refused folder gets no lock file
     # NHWC convolutions: ~1.5-2x faster on CPU (oneDNN) and the layout tensor cores want;
     # the uint8 NHWC copy-out then needs no transpose
     G = G.to(memory_format=torch.channels_last)
+    if L.kind == "features":
+        L.G.to(memory_format=torch.channels_last)  # the copy of G that draws its faces
     identity = {"layout": LAYOUT, "generator_sha256": _sha256(generator),
                 "lgen_sha256": _sha256(lgen), "seed": seed, "n": n, "truncation": truncation,
-                "format": fmt, "shard_size": shard_size, "bf16": bool(bf16)}
-    faces = FaceArrays(G.size, L.n_points, G.z_dim)
+                "format": fmt, "shard_size": shard_size, "bf16": bool(bf16),
+                "keep_frac": keep_frac,
+                "calibration_size": None if keep_frac is None else int(calibration)}
+    faces = FaceArrays(G.size, L.n_points, G.z_dim, uncertainty=L.kind == "features")
+    job = _Job(G, L, dev, seed, truncation, batch_size, bool(bf16))
     with folder_lock(out):  # one run per folder, until this one ends
         old = previous_run(out, identity, overwrite)  # refuses a different synthesis
         plan = shard_plan(n, shard_size)
@@ -224,7 +179,11 @@ def synth(
             for cb in callbacks:
                 cb("end", {"manifest": old, "faces": 0, "seconds": 0.0, "faces_per_second": 0.0})
             return old  # already finished and every shard verified: nothing to redo
-        manifest = _new_manifest(identity, old, plan, G, L, generator, lgen, command)
+        if keep_frac is not None:  # the threshold is fixed once per folder, then reused
+            job.keep = old["keep"] if old is not None and old.get("keep") else calibrate(
+                job.infer, keep_frac=keep_frac, size=int(calibration), seed=seed,
+                truncation=truncation, z_dim=G.z_dim, batch_size=batch_size)
+        manifest = _new_manifest(identity, old, plan, G, L, generator, lgen, command, job.keep)
         write_manifest(out, manifest)  # before any shard file: the folder says what it holds
         done = n - sum(s["stop"] - s["start"] for s in todo)
         if fmt == "pts":
@@ -234,14 +193,43 @@ def synth(
         run = {"started": _now(), "command": command, "device": str(dev),
                "batch_size": batch_size, "first_face": todo[0]["start"] if todo else n,
                "faces": 0, "seconds": 0.0}
-        return _make_shards(G, L, dev, out, manifest, todo, writer, run, seed=seed,
-                            truncation=truncation, batch_size=batch_size, bf16=bf16,
-                            progress=progress, callbacks=callbacks)
+        return _make_shards(job, out, manifest, todo, writer, run, progress=progress,
+                            callbacks=callbacks)
 
 
-def _make_shards(G, L, dev, out: Path, manifest: dict, todo: list[dict], writer: Any,
-                 run: dict, *, seed: int, truncation: float, batch_size: int, bf16: bool,
-                 progress: bool, callbacks: Iterable[Callable[[str, dict], None]]) -> dict:
+@dataclass
+class _Job:
+    """The models and the settings that decide a shard's faces."""
+
+    G: Any
+    L: Any
+    dev: Any
+    seed: int
+    truncation: float
+    batch_size: int
+    bf16: bool
+    keep: dict | None = None  # the manifest's keep record (keep_frac runs)
+
+    def infer(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+        return _infer(self.G, self.L, z, self.dev, self.bf16)
+
+    def batches(self, shard: dict) -> Iterator[tuple]:
+        """``(z, images, landmarks, uncertainty or None)`` batches of the shard's faces, in order."""
+        if self.keep is not None:
+            yield from certain_batches(self.infer, shard, self.keep, seed=self.seed,
+                                       truncation=self.truncation, z_dim=self.G.z_dim,
+                                       batch_size=self.batch_size)
+            return
+        z_all = latents(shard["start"], shard["stop"], seed=self.seed,
+                        truncation=self.truncation, z_dim=self.G.z_dim)
+        for s in range(0, len(z_all), self.batch_size):
+            z = z_all[s:s + self.batch_size]
+            yield (z, *self.infer(z))
+
+
+def _make_shards(job: _Job, out: Path, manifest: dict, todo: list[dict], writer: Any,
+                 run: dict, *, progress: bool,
+                 callbacks: Iterable[Callable[[str, dict], None]]) -> dict:
     """Make the ``todo`` shards in order, the manifest rewritten after each; then complete it."""
     import torch
     from tqdm import tqdm  # plain bar on stderr (no notebook widget from a library)
@@ -254,18 +242,19 @@ def _make_shards(G, L, dev, out: Path, manifest: dict, todo: list[dict], writer:
     t0 = time.perf_counter()
     old_bench = torch.backends.cudnn.benchmark
     try:
-        if dev.type == "cuda":
+        if job.dev.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick kernels
         for shard in todo:
             writer.begin(shard)
-            z_all = latents(shard["start"], shard["stop"], seed=seed, truncation=truncation,
-                            z_dim=G.z_dim)
-            for s in range(0, len(z_all), batch_size):
-                z_np = z_all[s:s + batch_size]
-                writer.add(shard["start"] + s, z_np, *_infer(G, L, z_np, dev, bf16))
-                bar.update(len(z_np))
+            first = shard["start"]
+            for z, images, lm, u in job.batches(shard):
+                writer.add(first, z, images, lm, u)
+                first += len(z)
+                bar.update(len(z))
             writer.commit(shard)
             shard["state"] = "complete"
+            if job.keep is not None:
+                record_acceptance(job.keep, manifest["shards"])
             done += shard["stop"] - shard["start"]
             run["faces"] += shard["stop"] - shard["start"]
             run["seconds"] = round(time.perf_counter() - t0, 3)

@@ -32,23 +32,31 @@ from facelm.apps.face_drawing import encode_png
 from facelm.landmarks import to_pixels, write_pts
 
 FORMATS = ("pts", "npz")
-ARRAYS = ("images", "landmarks", "z")
 
 
 @dataclass(frozen=True)
 class FaceArrays:
-    """What each face holds: an RGB image, its landmarks and its latent."""
+    """What each face holds: an RGB image, its landmarks and its latent, and with a label
+    generator on G's features (``uncertainty``) the landmarks' uncertainty."""
 
     image_size: int
     n_points: int
     z_dim: int
+    uncertainty: bool = False
 
     def specs(self, rows: int) -> dict[str, tuple[type, tuple[int, ...]]]:
         """``{array name: (dtype, shape)}`` for ``rows`` faces."""
         s = self.image_size
-        return {"images": (np.uint8, (rows, s, s, 3)),
-                "landmarks": (np.float32, (rows, self.n_points, 2)),
-                "z": (np.float32, (rows, self.z_dim))}
+        specs = {"images": (np.uint8, (rows, s, s, 3)),
+                 "landmarks": (np.float32, (rows, self.n_points, 2)),
+                 "z": (np.float32, (rows, self.z_dim))}
+        if self.uncertainty:
+            specs["uncertainty"] = (np.float32, (rows,))
+        return specs
+
+    def shard_arrays(self) -> list[str]:
+        """The .npy files of a pts shard (everything but the images, which are PNG files)."""
+        return [name for name in self.specs(0) if name != "images"]
 
 
 def shard_name(k: int) -> str:
@@ -86,34 +94,35 @@ def npy_holds(path: Path, dtype: type, shape: tuple[int, ...]) -> bool:
             and size == offset + int(np.prod(shape)) * want.itemsize)
 
 
-def _pts_shard_files(shard: dict, digits: int) -> list[str]:
+def _pts_shard_files(shard: dict, digits: int, faces: FaceArrays) -> list[str]:
     stems = [f"{i:0{digits}d}" for i in range(shard["start"], shard["stop"])]
-    return [f"{s}{ext}" for s in stems for ext in (".png", ".pts")] + ["z.npy", "landmarks.npy"]
+    return ([f"{s}{ext}" for s in stems for ext in (".png", ".pts")]
+            + [f"{a}.npy" for a in faces.shard_arrays()])
 
 
 def pts_shard_whole(folder: Path, shard: dict, digits: int, faces: FaceArrays) -> bool:
     """Whether a pts shard folder holds every file of ``shard`` (its manifest entry), whole.
 
     Counts one PNG and one .pts per face (each non-empty), checks z.npy and landmarks.npy
-    against the shard's shape, and compares the files' byte total with the ``"bytes"`` the
+    (and uncertainty.npy with a features label generator) against the shard's shape, and compares the files' byte total with the ``"bytes"`` the
     manifest recorded when the shard was written (absent in manifests of older versions).
     Reads only directory entries and two .npy headers, so a resume of a million faces stays quick.
     """
     if not folder.is_dir():
         return False
     sizes = {e.name: e.stat().st_size for e in os.scandir(folder) if e.is_file()}
-    names = _pts_shard_files(shard, digits)
+    names = _pts_shard_files(shard, digits, faces)
     if any(sizes.get(name, 0) == 0 for name in names):
         return False
     specs = faces.specs(shard["stop"] - shard["start"])
-    if not all(npy_holds(folder / f"{a}.npy", *specs[a]) for a in ("z", "landmarks")):
+    if not all(npy_holds(folder / f"{a}.npy", *specs[a]) for a in faces.shard_arrays()):
         return False
     total = sum(sizes[name] for name in names)
     return shard.get("bytes", total) == total
 
 
 def arrays_whole(out: Path, suffix: str, n: int, faces: FaceArrays) -> bool:
-    """Whether the npz format's three arrays (``images{suffix}`` ...) are whole, for ``n`` faces."""
+    """Whether the npz format's arrays (``images{suffix}`` ...) are whole, for ``n`` faces."""
     return all(npy_holds(out / f"{name}{suffix}", *spec) for name, spec in faces.specs(n).items())
 
 
@@ -162,11 +171,14 @@ class PtsWriter:
         remove_path(self.tmp)
         remove_path(self.out / name)  # an unrecorded, partial or damaged earlier try
         self.tmp.mkdir()
-        self.z, self.lm = [], []
+        self.z, self.lm, self.u = [], [], []
 
-    def add(self, first: int, z: np.ndarray, images: np.ndarray, lm: np.ndarray) -> None:
+    def add(self, first: int, z: np.ndarray, images: np.ndarray, lm: np.ndarray,
+            u: np.ndarray | None = None) -> None:
         self.z.append(z)
         self.lm.append(lm)
+        if u is not None:
+            self.u.append(u)
         px = to_pixels(lm, self.size, self.size)
         step = -(-len(images) // self.workers)
         for s in range(0, len(images), step):
@@ -182,6 +194,8 @@ class PtsWriter:
             self.pending.popleft().result()
         np.save(self.tmp / "z.npy", np.concatenate(self.z))
         np.save(self.tmp / "landmarks.npy", np.concatenate(self.lm))
+        if self.u:
+            np.save(self.tmp / "uncertainty.npy", np.concatenate(self.u).astype(np.float32))
         sizes = [e.stat().st_size for e in os.scandir(self.tmp) if e.is_file()]
         name = shard_name(shard["index"])
         os.replace(self.tmp, self.out / name)  # the shard appears whole or not at all
@@ -198,7 +212,8 @@ class PtsWriter:
 
     def finish(self) -> dict:
         self.pool.shutdown(wait=True)
-        return {"layout": "shard_NNNNN/IIIIIIII.png + .pts, shard_NNNNN/z.npy, landmarks.npy"}
+        return {"layout": "shard_NNNNN/IIIIIIII.png + .pts, shard_NNNNN/z.npy, landmarks.npy"
+                          + (", uncertainty.npy" if self.u else "")}
 
 
 class NpyWriter:
@@ -221,11 +236,14 @@ class NpyWriter:
     def begin(self, shard: dict) -> None:
         pass
 
-    def add(self, first: int, z: np.ndarray, images: np.ndarray, lm: np.ndarray) -> None:
+    def add(self, first: int, z: np.ndarray, images: np.ndarray, lm: np.ndarray,
+            u: np.ndarray | None = None) -> None:
         stop = first + len(z)
         self.arrays["images"][first:stop] = images
         self.arrays["landmarks"][first:stop] = lm
         self.arrays["z"][first:stop] = z
+        if u is not None:
+            self.arrays["uncertainty"][first:stop] = u
 
     def commit(self, shard: dict) -> None:
         for arr in self.arrays.values():
@@ -238,10 +256,11 @@ class NpyWriter:
         self.arrays.clear()
 
     def finish(self) -> dict:
+        names = list(self.arrays)
         for arr in self.arrays.values():
             arr.flush()
         self.arrays.clear()  # drop the maps before renaming their files
-        for name in ARRAYS:
+        for name in names:
             # a rename of a finished file, as atomic_write's last step
             os.replace(self.partial(name), self.out / f"{name}.npy")
-        return {name: f"{name}.npy" for name in ARRAYS}
+        return {name: f"{name}.npy" for name in names}

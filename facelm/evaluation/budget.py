@@ -10,7 +10,10 @@ On the rendered world the annotation is exact, so every link can be measured aga
 
 dlib's versions of (a), (b) and (d) stand beside them where stage 06 ran dlib. The rows are
 consecutive links, so the largest increase of NME from one row to the next names the link
-that loses the most. On CelebA "truth" is the face set's annotation (dlib's own points when
+that loses the most. The label generator on G's features (``lgen.kind: features``) has its
+own (c) and (d) rows after (a) and (b) (:data:`FEATURE_ROWS`, ``error_budget(values,
+"features")``): it reads G(z_r) itself, so its (c) rows sit beside the judge's (b) on the same
+images, and its chain gets its own verdict. On CelebA "truth" is the face set's annotation (dlib's own points when
 ``celeba.landmarks: dlib``, so dlib's row (a) is 0 there by construction).
 """
 from __future__ import annotations
@@ -51,23 +54,42 @@ ROWS = (
     ("(d) L-Gen(z) vs judge on G(z), random z", "consistency_nme", "consistency_nme_dlib",
      "dlib_found_generated", "agreement on random faces, off the inversions: what synthetic data gets"),
 )
+# the feature label generator's links after the shared (a) and (b); its (c) rows use stage
+# 04's key names for the same numbers, recomputed in stage 06
+FEATURE_ROWS = (
+    ("(c) features on G(z_r) vs truth, training pairs", "lgen_nme_train_features", None, None,
+     "how well the feature label generator fits the faces it was trained on"),
+    ("(c) features on G(z_r) vs truth, held-out", "lgen_nme_heldout_features", None, None,
+     "the feature label generator on G(z_r) of faces it never saw (generalisation)"),
+    ("(d) features on G(z) vs judge on G(z), random z", "consistency_nme_features",
+     "consistency_nme_dlib_features", "dlib_found_generated",
+     "agreement on random faces: what synthetic data labelled from G's features gets"),
+)
+CHAINS = {"z": ROWS, "features": ROWS[:2] + FEATURE_ROWS}
 
 
 @torch.no_grad()
-def lgen_errors(lgen: torch.nn.Module, z: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Per-face NME of L-Gen(z) vs ``landmarks`` (as stage 04 measures it)."""
+def lgen_errors(lgen: torch.nn.Module, z: np.ndarray, landmarks: np.ndarray,
+                batch_size: int = 256) -> np.ndarray:
+    """Per-face NME of a label generator's points at z (either kind) vs ``landmarks``, as
+    stage 04 measures it; in batches, since the features kind runs G on each."""
     device = next(lgen.parameters()).device
-    pred = lgen(torch.from_numpy(np.asarray(z, dtype=np.float32)).to(device)).cpu().numpy()
+    z = torch.from_numpy(np.asarray(z, dtype=np.float32))
+    pred = torch.cat([lgen(chunk.to(device)).cpu() for chunk in torch.split(z, batch_size)]).numpy()
     return nme(pred, np.asarray(landmarks))
 
 
-def error_budget(values: Mapping[str, float]) -> list[Link]:
-    """The budget's rows from metric values (keys of :data:`ROWS`; a missing one is NaN)."""
+def error_budget(values: Mapping[str, float], kind: str = "z") -> list[Link]:
+    """The budget's rows of the label generator ``kind`` ("z": L-Gen, :data:`ROWS`;
+    "features": :data:`CHAINS`) from metric values (a missing one is NaN)."""
+    if kind not in CHAINS:
+        raise ValueError(f"kind must be one of {sorted(CHAINS)}, got {kind!r}")
+
     def get(key: str | None) -> float:
         return float(values.get(key, math.nan)) if key else math.nan
 
     return [Link(name, get(key), get(dlib_key), get(found_key), measures)
-            for name, key, dlib_key, found_key, measures in ROWS]
+            for name, key, dlib_key, found_key, measures in CHAINS[kind]]
 
 
 def largest_step(links: list[Link]) -> tuple[int, float] | None:
@@ -97,9 +119,15 @@ def _cell(value: float, found: float = math.nan) -> str:
     return text + (f" ({found:.0%} found)" if math.isfinite(found) else "")
 
 
-def budget_markdown(links: list[Link]) -> str:
-    """The budget as a markdown table, with :func:`verdict` under it."""
+def budget_markdown(links: list[Link], features: list[Link] | None = None) -> str:
+    """The budget as a markdown table, with :func:`verdict` under it; with ``features`` (the
+    feature label generator's chain) its own rows follow and its verdict is a second line."""
+    shown = links + [link for link in features or [] if link not in links]
     rows = ["| link | NME | NME, dlib | what it measures |", "|---|---|---|---|"]
     rows += [f"| {link.name} | {_cell(link.nme)} | {_cell(link.nme_dlib, link.found_dlib)} | {link.measures} |"
-             for link in links]
-    return "\n".join(rows) + "\n\n" + verdict(links)
+             for link in shown]
+    text = "\n".join(rows) + "\n\n" + verdict(links)
+    if not features:
+        return text
+    sentence = verdict(features)
+    return text + f"\n\nOn G's features: {sentence[0].lower()}{sentence[1:]}"

@@ -1,4 +1,9 @@
-"""Feed-forward of the proposed method (paper Fig. 7): one z gives a face and its landmarks."""
+"""Feed-forward of the proposed method (paper Fig. 7): one z gives a face and its landmarks.
+
+The landmarks come from either kind of label generator (``lgen.kind``): L-Gen on z (the
+paper's) or the heads on G's features; both are called as ``model(z) -> [N, P, 2]``, and
+:func:`label_generator_path` names the file stage 04 writes for each.
+"""
 from __future__ import annotations
 
 import json
@@ -10,11 +15,24 @@ import torch
 
 from facelm.tensors import pick_device, sample_z, to_uint8
 
+# the file of each kind of label generator under the project root (params ``lgen.kind``);
+# stage 04 writes both (facelm.training.lgen / facelm.training.feature_lgen .WEIGHTS_NAME)
+LABEL_GENERATOR_FILES = {"z": "data/lgen/lgen.safetensors",
+                         "features": "data/lgen/features.safetensors"}
+
+
+def label_generator_path(root: str | Path, kind: str) -> Path:
+    """The trained label generator of ``kind`` ("z" or "features") in the project at ``root``."""
+    if kind not in LABEL_GENERATOR_FILES:
+        raise ValueError(f"lgen.kind must be one of {', '.join(LABEL_GENERATOR_FILES)}, got {kind!r}")
+    return Path(root) / LABEL_GENERATOR_FILES[kind]
+
 
 @torch.no_grad()
 def faces_and_landmarks(G, lgen, z: torch.Tensor, batch_size: int = 256,
                         device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """G(z) as uint8 NHWC images and L-Gen(z) as float32 ``[N, P, 2]`` landmarks."""
+    """G(z) as uint8 NHWC images and the label generator's float32 ``[N, P, 2]`` landmarks
+    (either kind: a features one reads its own copy of G at the same z)."""
     device = pick_device(device)
     G, lgen = G.to(device).eval(), lgen.to(device).eval()
     images, points = [], []

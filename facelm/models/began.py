@@ -93,6 +93,31 @@ class Decoder(nn.Module):
             x = block(torch.cat([x, h], 1))
         return self.to_rgb(x)
 
+    def features(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(image, maps)``: the image ``forward(z)`` gives and the decoder's intermediate
+        maps, coarse to fine: the 8x8 map h0, then each resolution's block output (after its
+        two convs, before upsampling; the last one is what the RGB conv reads)."""
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
+        h0 = self.fc(z).view(-1, self.width, 8, 8)
+        maps = [h0]
+        if not self.skip:
+            x, layers = h0, list(self.body)
+            for i, layer in enumerate(layers):
+                x = layer(x)
+                nxt = layers[i + 1] if i + 1 < len(layers) else None
+                if isinstance(nxt, nn.Upsample) or i + 2 == len(layers):
+                    maps.append(x)
+            return x, maps
+        x = h0
+        for i, block in enumerate(self.blocks):
+            if i:
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            h = F.interpolate(h0, scale_factor=float(2 ** i), mode="nearest") if i else h0
+            x = block(torch.cat([x, h], 1))
+            maps.append(x)
+        return self.to_rgb(x), maps
+
 
 class Encoder(nn.Module):
     """Image ``[N, 3, size, size]`` -> bottleneck ``[N, h_dim]``."""

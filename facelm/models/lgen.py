@@ -17,10 +17,12 @@ from torch import nn
 from facelm.checkpoint import load_weights, save_weights
 from facelm.config import BEGANParams, LGenParams
 from facelm.landmarks import N_POINTS
+from facelm.models import feature_lgen
 from facelm.models.common import glorot_init_
+from facelm.models.feature_lgen import FeatureLGen
 from facelm.tensors import pick_device
 
-__all__ = ["FORMAT", "LGen", "save_lgen", "load_lgen"]
+__all__ = ["FORMAT", "LGen", "save_lgen", "load_lgen", "load_label_generator"]
 
 FORMAT = "facelm.models.lgen/1"
 
@@ -34,6 +36,8 @@ class LGen(nn.Module):
     and 64), so ``LGen()`` is the paper's network. Weights are Glorot-uniform with zero
     biases (Lasagne's defaults, as in the authors' code), drawn from ``seed``.
     """
+
+    kind = "z"  # the label generator on z (``FeatureLGen.kind`` is "features")
 
     def __init__(self, n_points: int = N_POINTS, z_dim: int | None = None,
                  hidden: int | Sequence[int] | None = None, seed: int = 0):
@@ -74,3 +78,21 @@ def load_lgen(path: str | Path, device: str | torch.device | None = None) -> LGe
     model = LGen(meta["n_points"], meta["z_dim"], meta["hidden"])
     model.load_state_dict(state)
     return model.to(pick_device(device)).eval()
+
+
+def load_label_generator(path: str | Path, device: str | torch.device | None = None
+                         ) -> LGen | FeatureLGen:
+    """Either kind of label generator from its file, by the format in its metadata:
+    an `LGen` (``kind == "z"``) or a `FeatureLGen` (``kind == "features"``)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"label generator file not found: {path}")
+    try:
+        fmt = load_weights(path)[1].get("format")
+    except Exception as err:  # not safetensors at all
+        raise ValueError(f"{path} is not a label generator file ({type(err).__name__})") from None
+    if fmt == FORMAT:
+        return load_lgen(path, device)
+    if fmt == feature_lgen.FORMAT:
+        return feature_lgen.load_feature_lgen(path, device)
+    raise ValueError(f"{path} is not a label generator file (metadata format={fmt!r}; expected "
+                     f"{FORMAT!r} or {feature_lgen.FORMAT!r})")

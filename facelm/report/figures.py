@@ -168,21 +168,36 @@ def agreement_grid(faces: np.ndarray, first: np.ndarray, second: np.ndarray, err
     return face_grid(both, ncols=n_each, scale=1, title=title)
 
 
-def augmentation_curve(table: list[dict], n_synth: int, seeds: int):
-    """The augmentation study: detector NME against K real faces, with and without the
-    ``n_synth`` latent-augmented ones (mean ± standard deviation over ``seeds`` repeats)."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ks = [r["k"] for r in table]
-    for condition, label in (("real", "real only"), ("real+synth", f"real + {n_synth} latent-augmented")):
-        ax.errorbar(ks, [r[f"{condition}_mean"] for r in table], yerr=[r[f"{condition}_std"] for r in table],
-                    marker="o", capsize=3, label=label)
-    ax.set_xscale("log")
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.minorticks_off()
-    ax.set_xlabel("real training faces K")
-    ax.set_ylabel("NME on real held-out faces")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(f"detector NME vs K ({seeds} seeds)")
+def augmentation_curve(table: list[dict], n_synth: int):
+    """The augmentation study (:func:`facelm.evaluation.augmentation_summary.summarise`): the
+    mean paired change of held-out NME against real only vs K, one panel per setting, with
+    95 % t intervals over the seeds (none drawn where one seed leaves them undefined) and a
+    zero line; below 0 the ``n_synth`` latent-augmented faces helped. Each entry's ``label``
+    names its condition in the legend."""
+    titles = {"all": "setting all: label generators of stage 04\n(trained on every training face)",
+              "k": "setting k: label generators trained\non the K real faces only (fair)"}
+    ks = sorted({e["k"] for e in table})
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    for ax, setting in zip(axes, ("all", "k")):
+        entries = [e for e in table if e["setting"] == setting and e["condition"] != "real"]
+        for i, label in enumerate(dict.fromkeys(e["label"] for e in entries)):
+            rows = sorted((e for e in entries if e["label"] == label), key=lambda e: e["k"])
+            x = np.array([e["k"] for e in rows]) * 1.06 ** (i - 1)  # side by side on the log axis
+            y = np.array([e["change"] for e in rows])
+            err = np.array([[e["change"] - e["change_lo"], e["change_hi"] - e["change"]]
+                            if e["change_lo"] is not None else [np.nan, np.nan] for e in rows]).T
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+        ax.axhline(0.0, color="black", lw=1)
+        ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_xlabel("real training faces K")
+        ax.set_title(titles[setting], fontsize=9)
+        ax.grid(alpha=0.3)
+    seeds = max((e["seeds"] for e in table), default=0)
+    axes[0].set_ylabel("NME change vs real only\n(condition − real, per seed)")
+    axes[1].legend(fontsize=8, title=f"real + {n_synth} faces", title_fontsize=8)
+    ci = "95 % t intervals" if seeds >= 2 else "1 seed: no confidence interval"
+    fig.suptitle(f"latent-space augmentation, {seeds} paired seeds ({ci})", fontsize=10)
     fig.tight_layout()
     return fig

@@ -10,11 +10,13 @@ parameters give the same values); wall-clock times belong in a stage's report in
 
 ``contract`` marks SPEC's "Metrics contract" keys; ``produced`` is False for keys whose
 producer has not landed yet (the pipeline test does not require those); ``needs`` names the
-switch (e.g. ``evaluation.dlib``) without which a key is not written (:func:`expected_keys`).
+conditions (e.g. ``evaluation.dlib``, ``25 in augmentation.ks``) without which a key is not
+written (:func:`expected_keys`).
 To get the README's table: ``python -c "from facelm.report.metrics import markdown_table as t; print(t())"``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -28,7 +30,9 @@ class Metric:
     contract: bool = False  # one of SPEC's "Metrics contract" keys
     produced: bool = True   # False until the stage's notebook writes it
     readme: bool = False    # listed in the README's table beside the contract keys
-    needs: str | None = None  # a boolean parameter ("evaluation.dlib") without which it is not written
+    # conditions on the parameters without which it is not written, joined by " and ": a
+    # boolean parameter ("evaluation.dlib"), "25 in augmentation.ks", "augmentation.seeds >= 2"
+    needs: str | None = None
 
 
 def _m(key: str, stage: str, meaning: str, contract: bool = False, produced: bool = True,
@@ -71,6 +75,13 @@ METRICS: tuple[Metric, ...] = (
     _m("lgen_nme_heldout", "04_lgen", "the same on held-out faces (z from inversion)", contract=True),
     _m("lgen_auc08_heldout", "04_lgen", "area under L-Gen's held-out error curve up to NME 0.08"),
     _m("lgen_failure08_heldout", "04_lgen", "share of held-out faces with L-Gen NME > 0.08"),
+    _m("lgen_nme_train_features", "04_lgen", "NME of the label generator on G's features "
+       "(lgen.kind features, members' mean) vs the faces' landmarks, training pairs", readme=True),
+    _m("lgen_nme_heldout_features", "04_lgen", "the same on held-out faces (z from inversion)", readme=True),
+    _m("lgen_params_features", "04_lgen", "trainable parameters of the feature label generator's heads "
+       "(all members; G is frozen)"),
+    _m("lgen_uncertainty_heldout_features", "04_lgen",
+       "mean uncertainty (members' spread, NME units) of the feature label generator on held-out z"),
     _m("interp_smoothness", "05_results",
        "along Fig. 9's 16 points: max / mean landmark displacement between neighbours (1 = even)",
        contract=True),
@@ -94,7 +105,24 @@ METRICS: tuple[Metric, ...] = (
        "the same share for G(z), random z (same protocol)", contract=True, needs="evaluation.dlib"),
     _m("consistency_nme_features", "06_evaluation",
        "as consistency_nme, for the label generator that reads G's features",
-       contract=True, produced=False),
+       contract=True),
+    _m("consistency_nme_dlib_features", "06_evaluation",
+       "as consistency_nme_dlib, for the label generator that reads G's features", readme=True,
+       needs="evaluation.dlib"),
+    _m("uncertainty_spearman", "06_evaluation",
+       "Spearman rank correlation between the feature label generator's per-face uncertainty "
+       "(its ensemble's spread) and its NME vs the judge on G(z), random z", readme=True),
+    _m("uncertainty_spearman_dlib", "06_evaluation",
+       "the same against its NME vs dlib, over the G(z) where dlib finds a face", readme=True,
+       needs="evaluation.dlib"),
+    _m("consistency_nme_features_certain", "06_evaluation",
+       "consistency_nme_features over the lgen.features.keep_frac share of random z with the "
+       "lowest uncertainty (what synth --keep-frac keeps)", readme=True),
+    _m("consistency_nme_dlib_features_certain", "06_evaluation",
+       "consistency_nme_dlib_features over the found faces of that most certain share",
+       readme=True, needs="evaluation.dlib"),
+    _m("dlib_found_generated_certain", "06_evaluation",
+       "dlib_found_generated within that most certain share", needs="evaluation.dlib"),
     _m("budget_judge_on_inversion_nme", "06_evaluation",
        "error budget: the judge on G(z_r) vs the annotation of x, held-out faces (the geometry "
        "G∘inversion keeps)", readme=True),
@@ -108,11 +136,34 @@ METRICS: tuple[Metric, ...] = (
     _m("consistency_nme_inverted_heldout", "06_evaluation",
        "as consistency_nme, on the inversions z_r of held-out faces (a reference)"),
     _m("aug_nme_real_only", "07_augmentation",
-       "detector trained on K real faces, NME on real held-out faces", contract=True),
+       "setting all, K = aug_k: detector trained on the K real faces alone, NME on real held-out "
+       "faces (mean over seeds)", contract=True),
     _m("aug_nme_real_plus_synth", "07_augmentation",
-       "the same detector trained on those plus latent-augmented faces", contract=True),
-    _m("aug_k", "07_augmentation", "K, the number of real faces of the two numbers above"),
-    _m("aug_n_synth", "07_augmentation", "latent-augmented faces added to them"),
+       "the same detector trained on those plus aug_n_synth latent-augmented faces labelled by stage "
+       "04's L-Gen (setting all: trained on every labelled training face)", contract=True),
+    _m("aug_k", "07_augmentation", "K of aug_nme_* and of aug_change_fair_* / aug_change_all_filtered "
+       "(augmentation.k_default)"),
+    _m("aug_n_synth", "07_augmentation", "latent-augmented faces each augmented condition adds"),
+    *(m for k in (25, 100, 500) for m in (
+        _m(f"aug_change_k{k}", "07_augmentation",
+           ("setting k (label generators trained on the K = 25 real faces only): mean paired change "
+            "of held-out NME, real + the most certain feature-labelled faces minus real only, per seed "
+            "(negative: augmentation helps); 95 % t interval aug_change_k25_lo / _hi") if k == 25 else
+           f"as aug_change_k25 at K = {k} (label generators trained on those {k} faces only); "
+           f"interval aug_change_k{k}_lo / _hi", readme=True, needs=f"{k} in augmentation.ks"),
+        _m(f"aug_change_k{k}_lo", "07_augmentation",
+           f"lower end of aug_change_k{k}'s 95 % Student-t interval over the seeds (not written with "
+           "one seed: undefined)", needs=f"{k} in augmentation.ks and augmentation.seeds >= 2"),
+        _m(f"aug_change_k{k}_hi", "07_augmentation", f"upper end of that interval of aug_change_k{k}",
+           needs=f"{k} in augmentation.ks and augmentation.seeds >= 2"))),
+    _m("aug_change_fair_lgen", "07_augmentation",
+       "setting k, K = aug_k: mean paired change of held-out NME when the added faces are labelled "
+       "by the K-run paper L-Gen", readme=True),
+    _m("aug_change_fair_features", "07_augmentation",
+       "the same, labelled by the K-run feature label generator, unfiltered", readme=True),
+    _m("aug_change_all_filtered", "07_augmentation",
+       "setting all, K = aug_k: the same change for the most certain faces labelled by stage 04's "
+       "feature label generator", readme=True),
 )
 
 REGISTRY: dict[str, Metric] = {m.key: m for m in METRICS}
@@ -150,16 +201,30 @@ def check_keys(keys, stage: str | None = None) -> None:
                                      f"not {stage}")
 
 
+def _holds(condition: str, params) -> bool:
+    """One ``needs`` condition on ``params``: ``path`` (a boolean parameter), ``N in path`` (a
+    list parameter holds N) or ``path >= N``."""
+    def value(path: str):
+        v = params
+        for part in path.split("."):
+            v = getattr(v, part)
+        return v
+
+    if m := re.fullmatch(r"(\d+) in ([\w.]+)", condition):
+        return int(m[1]) in value(m[2])
+    if m := re.fullmatch(r"([\w.]+) >= (\d+)", condition):
+        return value(m[1]) >= int(m[2])
+    if re.fullmatch(r"[\w.]+", condition):
+        return bool(value(condition))
+    raise ValueError(f"metrics registry: cannot read the condition {condition!r}")
+
+
 def expected_keys(stage_names, params) -> set[str]:
     """The keys a run with ``params`` (a :class:`facelm.config.Params`) must write for the
-    stages ``stage_names``: the produced ones whose ``needs`` parameter, if any, is on."""
+    stages ``stage_names``: the produced ones whose ``needs`` conditions (joined by " and ")
+    all hold."""
     def switched_on(m: Metric) -> bool:
-        if m.needs is None:
-            return True
-        value = params
-        for part in m.needs.split("."):
-            value = getattr(value, part)
-        return bool(value)
+        return m.needs is None or all(_holds(c, params) for c in m.needs.split(" and "))
 
     return {m.key for m in METRICS if m.produced and m.stage in stage_names and switched_on(m)}
 
