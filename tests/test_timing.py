@@ -65,7 +65,7 @@ def test_unknown_stage_and_unknown_sizes_give_none():
 
 
 def test_defaults_reproduce_the_calibration_at_the_calibration_reference():
-    p = with_section(Params(), "evaluation", dlib=False)  # 06 was timed before it ran dlib
+    p = Params()
     ref = timing.CALIBRATION_REFERENCE
     for stage in ("01_preprocess", "02_began", "03_inversion", "04_lgen", "05_results",
                   "06_evaluation", "07_augmentation"):

@@ -128,7 +128,11 @@ def ced_plot(errors: dict[str, np.ndarray], max_error: float = 0.15, title: str 
     ax.set_ylabel("fraction of faces")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if len(errors) <= 4:
+        ax.legend(fontsize=7, loc="lower right")
+    else:  # many curves: the legend goes below the axes, where it hides none of them
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=1)
+        fig.set_size_inches(5, 3.5 + 0.16 * len(errors))
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -14,8 +14,8 @@ another file). ``benchmarks/run.py`` prints the same number first, as its machin
 ``REFERENCE_IMAGES / reference`` seconds (16,000 images; 74 s at 215 img/s). A stage's
 cost in ru is the same on every machine, up to how differently machines run different
 kernels; its expected seconds are ``ru * REFERENCE_IMAGES / reference``. The default
-``params.yaml`` costs about 13.6 ru in all (02_began 5.9, 03_inversion 3.9,
-07_augmentation 2.8, the rest 1.0): 17 min at 215 img/s, 43 min at 85 img/s.
+``params.yaml`` costs about 15.9 ru in all (02_began 7.2, 03_inversion 4.2,
+07_augmentation 2.4, 04_lgen 1.1, the rest 0.9): 15 min at 284 img/s, 50 min at 85 img/s.
 
 **Cost model.** A stage costs ``overhead + sum(c_term * work_term)`` ru, where each work is
 a count from the parameters (``px`` = image_size², ``w`` = a network's width):
@@ -25,34 +25,31 @@ term       work                                                        stages
 =========  ==========================================================  =================
 overhead   1 (kernel start, imports, figures, HTML export)             every stage
 render     faces rendered × px (the face world)                        00, 01
-detector   steps × batch × px × w² × (1 + depth), every training       00, 07 (2·ks·seeds)
-began      steps × batch × px × w²                                     02
+detector   steps × batch × px × w² × (1 + depth), every training       00, 07 (7·ks·seeds)
+began      steps × batch × px × w² (compile and the quality sample     02
+           absorbed)
 inversion  images × steps (the cap) × px × w²                          03
-lgen       epochs × ceil(pairs / batch) (steps: tiny MLP, per-step     04
-           overhead dominates)
+lgen       optimiser steps of the z L-Gen (tiny MLP: per-step          04, 07 (ks·seeds
+           overhead dominates)                                         K-runs)
+features   feature-head steps × batch × members × grid²                04, 07 (K-runs)
 forward    faces through G and the judge × px × w²                     06
-dlib       faces × dlib_size² (when ``evaluation.dlib``)               06
+dlib       faces × dlib_size² (when ``evaluation.dlib``)               02, 06
 =========  ==========================================================  =================
 
 **Calibration (approximate).** Each constant is fitted so that the default ``params.yaml``
-predicts the stage times measured on the development machine (2-core AMD EPYC, torch 2.13
-CPU, all cores, papermill durations; :data:`CALIBRATION_SECONDS`). ``overhead`` is the whole
-of 05_results, ``render`` the rest of 01_preprocess, ``detector`` the rest of
-07_augmentation (00_detector, not fitted, is then predicted at 31 s for its 32), ``began``,
-``inversion``, ``lgen`` and ``forward`` the rest of 02, 03, 04 and 06. Inversion's constant
-absorbs its early stop (most images stop near 105 of the 120 steps), so a changed
-``tol``/``patience`` moves it.
-
-The reference of those runs, :data:`CALIBRATION_REFERENCE`, could not be measured afterwards:
-the machine was then shared with other engineers' jobs (1-thread reference 97-170 img/s,
-2 threads 13-19 img/s with one core taken). It is inferred instead from 02_began's own rate
-(7,000 steps × 16 images in ~433 s = 259 img/s) divided by the trainer/eager ratio measured
-in the busy runs (1.12-1.39, taken as 1.2): 215 img/s. ``dlib`` has no stage time yet
-(06_evaluation did not run dlib when it was timed): its constant is ``benchmarks/run.py``'s
-dlib row (135 faces/s at 128 px, all cores) against the reference of the same busy run
-(97 img/s), scaled to the calibration reference (:data:`CALIBRATION_DLIB`). Expect ±30 %.
-A check: the issue's fresh 2-core machine ran the trainer at 6.3 steps/s (a reference near
-85 img/s); the model then predicts ~43 min for the default run, which took 45.6 min there.
+predicts the stage times of one default run on the development machine (a fresh clone,
+2026-12-02, 2-core AMD EPYC, torch 2.13 CPU, all cores, papermill durations;
+:data:`CALIBRATION_SECONDS`), whose reference was measured at its start
+(:data:`CALIBRATION_REFERENCE`). ``overhead`` is the whole of 05_results, ``render`` the rest
+of 01_preprocess, ``began``, ``inversion`` and ``forward`` the rest of 02, 03 and 06 (06 after
+its dlib term), ``features`` the rest of 04 after its z L-Gen, ``detector`` the rest of
+07_augmentation after its K-run label generators; 00_detector, not fitted, is then predicted
+at 28 s for its 25. Two terms were timed apart, in the first calibration (reference 215 img/s):
+``lgen``, the z L-Gen alone (22 s for 37,500 steps, :data:`CALIBRATION_LGEN`), and ``dlib``
+(135 faces/s at 128 px against a busy run's reference of 97 img/s, i.e. 300 faces/s at 215:
+:data:`CALIBRATION_DLIB`). Inversion's constant absorbs its early stop, so a changed
+``tol``/``patience`` moves it. The reference itself is noisy (a 2 s measurement): on this
+machine it read 202-215 img/s on 2026-12-01 and 284 on 2026-12-02. Expect ±30 %.
 
 A celeba run's preprocessing (and the stages whose size is its crop count) has no estimate:
 :func:`expected_seconds` returns None for it.
@@ -82,11 +79,13 @@ REFERENCE_IMAGES = 16_000  # one reference unit: 1,000 reference steps of batch 
 REFERENCE_CONFIG = {"size": 32, "width": 16, "batch": 16}
 CACHE_ENV = "FACELM_SPEED_CACHE"
 # papermill durations of the default params.yaml on the development machine (seconds)
-CALIBRATION_SECONDS = {"00_detector": 32.0, "01_preprocess": 9.0, "02_began": 437.0,
-                       "03_inversion": 292.0, "04_lgen": 26.0, "05_results": 4.0,
-                       "06_evaluation": 6.0, "07_augmentation": 205.0}
-CALIBRATION_REFERENCE = 215.0    # reference img/s on that machine then (inferred: see above)
-CALIBRATION_DLIB = 300.0         # dlib faces/s at 128 px, all cores, at that reference
+CALIBRATION_SECONDS = {"00_detector": 25.2, "01_preprocess": 8.0, "02_began": 404.4,
+                       "03_inversion": 235.7, "04_lgen": 64.5, "05_results": 3.6,
+                       "06_evaluation": 12.7, "07_augmentation": 137.4}
+CALIBRATION_REFERENCE = 284.0    # reference img/s measured at the start of that run (2026-12-02)
+# terms timed apart from the default run (the first calibration, at a reference of 215 img/s):
+CALIBRATION_DLIB = (300.0, 215.0)        # dlib faces/s at 128 px, all cores; reference img/s
+CALIBRATION_LGEN = (22.0, 215.0, 37_500)  # the z L-Gen alone: seconds, reference, optimiser steps
 
 
 # ------------------------------------------------------------------------------ machine
@@ -258,13 +257,21 @@ def _stage_03(p: Params) -> dict | None:
     return {"inversion": images * q.steps * p.image_size ** 2 * p.began.width ** 2}
 
 
+def _feature_steps(p: Params, steps: int, batch: int) -> float:
+    """The feature label generator's work: member-cells through the heads."""
+    f = p.lgen.features
+    return steps * batch * f.members * f.grid ** 2
+
+
 def _stage_04(p: Params) -> dict | None:
     f, g = _faces(p), p.lgen
     if f is None:
         return None
     pairs = min(p.inversion.n_train or f[0], f[0])
     per_epoch = pairs // g.batch_size if g.drop_last else math.ceil(pairs / g.batch_size)
-    return {"lgen": g.epochs * per_epoch}
+    fb = g.features.batch_size
+    return {"lgen": g.epochs * per_epoch,
+            "features": _feature_steps(p, g.features.epochs * math.ceil(pairs / fb), fb)}
 
 
 def _stage_06(p: Params) -> dict | None:
@@ -279,7 +286,10 @@ def _stage_06(p: Params) -> dict | None:
 
 def _stage_07(p: Params) -> dict:
     a = p.augmentation
-    return {"detector": _detector(p, a.steps, len(a.ks) * 2 * a.seeds)}
+    runs = len(a.ks) * a.seeds  # each: 7 detectors (real only, 3 conditions x 2 settings) and
+    # the K-run label generators of setting k
+    return {"detector": _detector(p, a.steps, 7 * runs), "lgen": runs * a.lgen_steps,
+            "features": _feature_steps(p, runs * a.features_steps, p.lgen.features.batch_size)}
 
 
 _STAGES: dict[str, Callable[[Params], dict | None]] = {
@@ -305,18 +315,22 @@ def _ru(seconds: float, reference: float = CALIBRATION_REFERENCE) -> float:
 def _constants() -> dict[str, float]:
     """Reference units per unit of work, fitted to :data:`CALIBRATION_SECONDS`."""
     p, t, over = Params(), CALIBRATION_SECONDS, CALIBRATION_SECONDS["05_results"]
-    c = {"overhead": _ru(over)}
+    c = {"overhead": _ru(over),
+         "dlib": _ru(1.0 / CALIBRATION_DLIB[0], CALIBRATION_DLIB[1]) / 128 ** 2,  # a 128 px face
+         "lgen": _ru(CALIBRATION_LGEN[0], CALIBRATION_LGEN[1]) / CALIBRATION_LGEN[2]}
 
-    def fit(term: str, stage: str) -> None:  # the stage's time above the overhead is this term's
-        c[term] = _ru(t[stage] - over) / stage_work(stage, p)[term]
+    def fit(term: str, stage: str) -> None:
+        """The stage's time above the overhead and its already known terms is this term's."""
+        work = stage_work(stage, p)
+        known = sum(c[k] * w for k, w in work.items() if k != term and k in c)
+        c[term] = (_ru(t[stage] - over) - known) / work[term]
 
     fit("render", "01_preprocess")
-    fit("detector", "07_augmentation")
     fit("began", "02_began")
     fit("inversion", "03_inversion")
-    fit("lgen", "04_lgen")
+    fit("features", "04_lgen")
+    fit("detector", "07_augmentation")
     fit("forward", "06_evaluation")
-    c["dlib"] = _ru(1.0 / CALIBRATION_DLIB) / 128 ** 2  # one face of 128 px
     return c
 
 
