@@ -14,6 +14,7 @@ from facelm.config import ParamsError, Params, deep_merge, parse_params  # noqa:
 from facelm.evaluation import augmentation as aug  # noqa: E402
 from facelm.evaluation import augmentation_summary as summary  # noqa: E402
 from facelm.evaluation.paired_stats import paired_differences, t_interval, t_quantile  # noqa: E402
+from facelm.evaluation.uncertainty import lowest  # noqa: E402
 from facelm.models.began import Generator  # noqa: E402
 from facelm.models.feature_lgen import FeatureLGen  # noqa: E402
 from facelm.models.lgen import LGen  # noqa: E402
@@ -172,14 +173,14 @@ def labellers(G, seed: int, pairs: str = "stage04") -> aug.Labellers:
                          FeatureLGen(G, members=3, grid=4, hidden=4, seed=seed).eval(), pairs)
 
 
-def test_most_certain_keeps_exactly_the_lowest():
+def test_lowest_keeps_exactly_the_lowest():
     u = np.random.default_rng(1).uniform(size=50)
-    keep = aug.most_certain(u, 20)
+    keep = lowest(u, 20)
     dropped = np.setdiff1d(np.arange(50), keep)
     assert len(keep) == 20 and u[keep].max() < u[dropped].min() and np.all(np.diff(keep) > 0)
-    assert list(aug.most_certain(np.zeros(5), 2)) == [0, 1]  # ties: the earlier faces
+    assert list(lowest(np.zeros(5), 2)) == [0, 1]  # ties: the earlier faces
     with pytest.raises(ValueError, match="keeps 1..5"):
-        aug.most_certain(np.zeros(5), 6)
+        lowest(np.zeros(5), 6)
 
 
 def test_label_pool_agrees_with_the_models_and_filters_n_synth(tiny):
@@ -194,7 +195,7 @@ def test_label_pool_agrees_with_the_models_and_filters_n_synth(tiny):
         with torch.no_grad():
             np.testing.assert_allclose(pool.z_labels[key], lab.lgen(z[:4]).numpy(), atol=1e-6)
         x, y, mean_u = aug.synthetic_set(pool, key, "features_filtered", 4)
-        keep = aug.most_certain(pool.uncertainty[key], 4)
+        keep = lowest(pool.uncertainty[key], 4)
         assert len(x) == len(y) == 4 and mean_u == pytest.approx(pool.uncertainty[key][keep].mean())
         np.testing.assert_array_equal(y, pool.feature_labels[key][keep])
         assert mean_u <= aug.synthetic_set(pool, key, "features", 4)[2] + 1e-9

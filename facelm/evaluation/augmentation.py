@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from facelm.config import AugmentationParams, DetectorParams, LGenParams, Params, replace
+from facelm.evaluation.uncertainty import lowest
 from facelm.landmarks import nme
 from facelm.models.detector import predict_landmarks
 from facelm.models.feature_lgen import FeatureLGen, hypercolumns, label_uncertainty
@@ -109,14 +110,6 @@ def real_subset(n: int, k: int, seed: int, repeat: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, k, repeat]).choice(n, size=k, replace=False))
 
 
-def most_certain(uncertainty: np.ndarray, n: int) -> np.ndarray:
-    """Sorted indices of the ``n`` faces of lowest uncertainty (ties: the earlier face)."""
-    u = np.asarray(uncertainty)
-    if not 0 < n <= len(u):
-        raise ValueError(f"most_certain keeps 1..{len(u)} faces, asked for {n}")
-    return np.sort(np.argsort(u, kind="stable")[:n])
-
-
 @dataclass
 class Pool:
     """The candidate faces of one seed, labelled by every labeller set (keyed like them)."""
@@ -167,7 +160,7 @@ def synthetic_set(pool: Pool, key: Hashable, condition: str, n_synth: int
     if condition not in ("features", "features_filtered"):
         raise ValueError(f"unknown augmented condition {condition!r}; one of {CONDITIONS[1:]}")
     u = pool.uncertainty[key]
-    keep = most_certain(u, n_synth) if condition == "features_filtered" else np.arange(n_synth)
+    keep = lowest(u, n_synth) if condition == "features_filtered" else np.arange(n_synth)
     return pool.images[keep], pool.feature_labels[key][keep], float(u[keep].mean())
 
 

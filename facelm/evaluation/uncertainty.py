@@ -68,7 +68,15 @@ def most_certain(uncertainty: np.ndarray, keep_frac: float) -> np.ndarray:
     u = np.asarray(uncertainty, dtype=np.float64).ravel()
     if not len(u):
         return np.zeros(0, np.int64)
-    return np.sort(np.argsort(u, kind="stable")[:n_kept(len(u), keep_frac)])
+    return lowest(u, n_kept(len(u), keep_frac))
+
+
+def lowest(uncertainty: np.ndarray, n: int) -> np.ndarray:
+    """Sorted indices of the ``n`` faces of lowest uncertainty (ties: the earlier face)."""
+    u = np.asarray(uncertainty).ravel()
+    if not 0 < n <= len(u):
+        raise ValueError(f"keeps 1..{len(u)} faces, asked for {n}")
+    return np.sort(np.argsort(u, kind="stable")[:n])
 
 
 def keep_threshold(uncertainty: np.ndarray, keep_frac: float) -> float:
