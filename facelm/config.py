@@ -9,6 +9,9 @@ starts, in one line that names the key (or the file) and what is allowed. (paper
 only warn on unknown names, so the checking lives here.) What a person clearly means is
 accepted: YAML 1.1 booleans in any case (on/off, yes/no), ``1e-4`` for a number (PyYAML
 reads it as a string) and ``1.0e4`` for an integer.
+
+(Over 350 lines because every section of ``params.yaml`` lives here, one class each, so that a
+default exists in exactly one place.)
 """
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union

@@ -80,18 +80,7 @@ class Decoder(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
-        h0 = self.fc(z).view(-1, self.width, 8, 8)
-        if not self.skip:
-            return self.body(h0)
-        x = h0
-        for i, block in enumerate(self.blocks):
-            if i:
-                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            h = F.interpolate(h0, scale_factor=float(2 ** i), mode="nearest") if i else h0
-            x = block(torch.cat([x, h], 1))
-        return self.to_rgb(x)
+        return self.features(z)[0]  # the maps are references kept on the way: no extra work
 
     def features(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(image, maps)``: the image ``forward(z)`` gives and the decoder's intermediate
