@@ -121,6 +121,9 @@ class BEGANParams(_Section):
     # D's width when it differs from G's (null: the same, as the authors); a wider D can
     # reconstruct what G should draw (docs/experiments.md)
     d_width: Optional[Int] = Field(None, gt=0)
+    # D's bottleneck N_h when it differs from N_z (null: z_dim, as the paper and authors);
+    # a wider bottleneck lets D's auto-encoder keep the eyes (docs/experiments.md)
+    h_dim: Optional[Int] = Field(None, gt=0)
     batch_size: Int = Field(16, gt=0)
     steps: Int = _field(7000, "the trainer keeps 28 bytes of history per step, in memory and in "
                               "every checkpoint", gt=0, le=MAX_BEGAN_STEPS)

@@ -341,3 +341,18 @@ def test_a_wider_discriminator_trains_and_is_saved_at_its_width(images, tmp_path
         r = train_began(images, tiny(steps=3), tmp_path, seed=0, progress=False)
     assert r.resumed_from is None  # D width 4 now: the width-8 checkpoint is set aside
     assert load_discriminator(tmp_path / "discriminator.safetensors").width == 4
+
+
+def test_a_wider_bottleneck_trains_and_is_saved_at_its_size(images, tmp_path):
+    """began.h_dim: D's bottleneck N_h may differ from G's N_z; D's file records it, G keeps
+    z_dim, and a checkpoint of another N_h is not resumed."""
+    from facelm.models.began import load_discriminator, load_generator
+
+    train_began(images, tiny(steps=3, h_dim=12), tmp_path, seed=0, progress=False)
+    D = load_discriminator(tmp_path / "discriminator.safetensors")
+    assert D.z_dim == 12 and D.encoder.fc.out_features == 12
+    assert load_generator(tmp_path / "generator.safetensors").z_dim == 8
+    with pytest.warns(UserWarning, match="differs in: h_dim"):
+        r = train_began(images, tiny(steps=3), tmp_path, seed=0, progress=False)
+    assert r.resumed_from is None
+    assert load_discriminator(tmp_path / "discriminator.safetensors").z_dim == 8

@@ -148,7 +148,10 @@ class Generator(Decoder):
 
 
 class Discriminator(nn.Module):
-    """BEGAN discriminator: auto-encoder whose forward returns the reconstruction of x."""
+    """BEGAN discriminator: auto-encoder whose forward returns the reconstruction of x.
+
+    ``z_dim`` is its bottleneck N_h (the paper's notation), which need not equal G's N_z.
+    """
 
     def __init__(self, size: int, width: int, z_dim: int, seed: int = 0,
                  skip: bool = False):

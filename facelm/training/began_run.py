@@ -70,7 +70,8 @@ def _run_config(cfg: BEGANParams, size: int, seed: int, world: int, images: np.n
             "lr_decay_every": int(cfg.lr_decay_every), "best_window": int(cfg.best_window),
             "seed": int(seed), "world_size": world, "data": array_fingerprint(images),
             **({"skip": True} if cfg.skip else {}),  # absent when off: old checkpoints resume
-            **({"d_width": int(cfg.d_width)} if cfg.d_width else {})}
+            **({"d_width": int(cfg.d_width)} if cfg.d_width else {}),
+            **({"h_dim": int(cfg.h_dim)} if cfg.h_dim else {})}
 
 
 class BEGANRun:
@@ -85,7 +86,8 @@ class BEGANRun:
         self.chash = config_hash(self.config)
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.G = Generator(s, w, zd, seed=derive_seed(seed, 1), skip=cfg.skip).to(dev, memory_format=self.fmt)
-        self.D = Discriminator(s, cfg.d_width or w, zd, seed=derive_seed(seed, 2), skip=cfg.skip).to(dev, memory_format=self.fmt)
+        self.D = Discriminator(s, cfg.d_width or w, cfg.h_dim or zd, seed=derive_seed(seed, 2),
+                               skip=cfg.skip).to(dev, memory_format=self.fmt)
         self.G_best = Generator(s, w, zd, skip=cfg.skip).to(dev, memory_format=self.fmt)
         self.G_best.load_state_dict(self.G.state_dict())
         # fused Adam: one kernel per step on CUDA; the CPU keeps the plain for-each path
