@@ -282,10 +282,10 @@ def test_cli_reads_the_params_file_and_flags_override_it(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("seed: 3\nthreads: 1\nbegan:\n  steps: 900\n  gamma: 0.6\n  width: 8\n")
     args = _parser().parse_args(["train-began", "--params", str(params), "--images", "x.npy",
-                                 "--out", "o", "--steps", "5", "--best-window", "5", "--lambda-k", "0.01",
+                                 "--out", "o", "--steps", "5", "--best-window", "5", "--lambda-k", "0.02",
                                  "--update", "alternate", "--compile", "off"])
     cfg, seed, threads = cli_settings(args)
-    assert (cfg.steps, cfg.lambda_k, cfg.update, cfg.compile) == (5, 0.01, "alternate", False)
+    assert (cfg.steps, cfg.lambda_k, cfg.update, cfg.compile) == (5, 0.02, "alternate", False)
     assert (cfg.gamma, cfg.width, seed, threads) == (0.6, 8, 3, 1)  # from the file
     assert cfg.lr == BEGANParams().lr  # neither: config.py's default
     args = _parser().parse_args(["train-began", "--params", str(params), "--images", "x.npy",
