@@ -281,7 +281,7 @@ class AugmentationParams(_Section):
         return [(self.k_default in self.ks,
                  f"augmentation.k_default must be one of augmentation.ks {self.ks} (got {self.k_default})"),
                 (len(set(self.ks)) == len(self.ks),
-                 f"augmentation.ks must not repeat a K (got {self.ks})")]
+                 f"augmentation.ks must be distinct Ks, none repeated (got {self.ks})")]
 
 
 class Params(_Section):

@@ -273,7 +273,7 @@ def test_label_epochs_give_about_the_asked_steps():
 
 # --------------------------------------------------------------------------------- config
 @pytest.mark.parametrize("overlay, says", [
-    ({"augmentation": {"ks": [25, 25, 100]}}, "augmentation.ks must not repeat a K"),
+    ({"augmentation": {"ks": [25, 25, 100]}}, "augmentation.ks must be distinct Ks, none repeated"),
     ({"augmentation": {"lgen_steps": 0}}, "augmentation.lgen_steps must be > 0"),
     ({"augmentation": {"features_steps": -1}}, "augmentation.features_steps must be > 0"),
     ({"augmentation": {"seeds": 0}}, "a confidence interval needs 2 or more"),
