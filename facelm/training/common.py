@@ -37,7 +37,7 @@ from facelm.tensors import pick_device
 
 __all__ = [
     "derive_seed", "config_hash", "array_fingerprint", "tensor_fingerprint",
-    "Resume", "resume_or_fresh", "save_checkpoint",
+    "Resume", "resume_or_fresh", "save_checkpoint", "EpochProgress", "resume_epochs",
     "global_rng_state", "restore_global_rng", "match_layout",
     "Distributed", "setup_distributed", "teardown_distributed", "unwrap",
     "broadcast_object", "gather_objects", "all_reduce_mean",
@@ -198,6 +198,38 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     ``hash_key`` given there), its step/epoch, and the hashed ``"config"`` (a dict or its
     JSON) so that a mismatch can name the keys that changed."""
     return save_state(path, state)
+
+
+@dataclass
+class EpochProgress:
+    """What an epoch-based trainer (L-Gen, feature L-Gen) carries across a resume."""
+
+    loss: list[float]     # training loss per finished epoch
+    val: list[float]      # validation loss per finished epoch (empty without validation)
+    best: dict            # {"val", "epoch", "state"} of the best-validation epoch so far
+    start: int = 0        # the next epoch to run
+
+
+def resume_epochs(path: Path | None, chash: str, *, config: Mapping, name: str, limit: int,
+                  module: torch.nn.Module, module_key: str, opt: torch.optim.Optimizer,
+                  gen: torch.Generator, device: torch.device) -> EpochProgress:
+    """Restore ``module`` (saved under ``module_key``), ``opt``, ``gen`` and the histories from
+    the checkpoint at ``path`` when it belongs to this run (:func:`resume_or_fresh`; another
+    config's file is overwritten later); otherwise a fresh :class:`EpochProgress`."""
+    fresh = EpochProgress([], [], {"val": float("inf"), "epoch": None, "state": None})
+    if path is None:
+        return fresh
+    res = resume_or_fresh(path, chash, config=config, name=name, limit=limit,
+                          progress_key="epoch", on_mismatch="overwrite", map_location=device)
+    if not res.resumed:
+        return fresh
+    ck = res.state
+    module.load_state_dict(ck[module_key])
+    opt.load_state_dict(ck["optimizer"])
+    gen.set_state(ck["generator"].cpu())
+    return EpochProgress(list(ck["loss"]), list(ck["val_loss"]),
+                         {"val": ck["best_val"], "epoch": ck["best_epoch"], "state": ck["best_state"]},
+                         int(ck["epoch"]))
 
 
 def global_rng_state(device: torch.device) -> dict:

@@ -21,7 +21,7 @@ from facelm.config import FeatureLabelParams
 from facelm.models.began import Generator
 from facelm.models.feature_lgen import FeatureLGen, context_columns, hypercolumns, save_feature_lgen
 from facelm.tensors import pick_device
-from facelm.training.common import config_hash, resume_or_fresh, save_checkpoint, tensor_fingerprint
+from facelm.training.common import config_hash, resume_epochs, save_checkpoint, tensor_fingerprint
 
 __all__ = ["CKPT_NAME", "WEIGHTS_NAME", "FeatureLGenResult", "checkpoint_path",
            "precompute_features", "fit_input_transform", "train_feature_lgen"]
@@ -167,23 +167,11 @@ def train_feature_lgen(
     opt = torch.optim.AdamW(model.heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=dev.type in ("cpu", "cuda"))
     gen = torch.Generator().manual_seed(seed)  # CPU: the same shuffles on every device
-    loss_hist: list[float] = []
-    val_hist: list[float] = []
-    best = {"val": float("inf"), "epoch": None, "state": None}
-    start, epochs = 0, cfg.epochs
-
+    epochs = cfg.epochs
     ckpt = checkpoint_path(out_dir) if out_dir is not None else None
-    if ckpt is not None:
-        res = resume_or_fresh(ckpt, chash, config=config, name="feature L-Gen", limit=epochs,
-                              progress_key="epoch", on_mismatch="overwrite", map_location=dev)
-        if res.resumed:
-            ck = res.state
-            model.heads.load_state_dict(ck["heads"])
-            opt.load_state_dict(ck["optimizer"])
-            gen.set_state(ck["generator"].cpu())
-            loss_hist, val_hist = list(ck["loss"]), list(ck["val_loss"])
-            best = {"val": ck["best_val"], "epoch": ck["best_epoch"], "state": ck["best_state"]}
-            start = int(ck["epoch"])
+    p = resume_epochs(ckpt, chash, config=config, name="feature L-Gen", limit=epochs,
+                      module=model.heads, module_key="heads", opt=opt, gen=gen, device=dev)
+    loss_hist, val_hist, best, start = p.loss, p.val, p.best, p.start
 
     n = len(feats)
     bar = tqdm(range(start, epochs), initial=start, total=epochs, unit="epoch", desc="feature L-Gen",

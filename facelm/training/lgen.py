@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from facelm.config import LGenParams
 from facelm.models.lgen import LGen, save_lgen
 from facelm.tensors import pick_device
-from facelm.training.common import config_hash, resume_or_fresh, save_checkpoint, tensor_fingerprint
+from facelm.training.common import config_hash, resume_epochs, save_checkpoint, tensor_fingerprint
 
 __all__ = ["CKPT_NAME", "WEIGHTS_NAME", "LGenResult", "checkpoint_path", "train_lgen"]
 
@@ -139,23 +139,10 @@ def train_lgen(
     z_t, y_t = z_t.to(dev), y_t.to(dev)
     if has_val:
         vz_t, vy_t = vz_t.to(dev), vy_t.to(dev)
-    loss_hist: list[float] = []
-    val_hist: list[float] = []
-    best = {"val": float("inf"), "epoch": None, "state": None}
-    start = 0
-
     ckpt = checkpoint_path(out_dir) if out_dir is not None else None
-    if ckpt is not None:
-        res = resume_or_fresh(ckpt, chash, config=config, name="L-Gen", limit=epochs,
-                              progress_key="epoch", on_mismatch="overwrite", map_location=dev)
-        if res.resumed:
-            ck = res.state
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            gen.set_state(ck["generator"].cpu())
-            loss_hist, val_hist = list(ck["loss"]), list(ck["val_loss"])
-            best = {"val": ck["best_val"], "epoch": ck["best_epoch"], "state": ck["best_state"]}
-            start = int(ck["epoch"])
+    p = resume_epochs(ckpt, chash, config=config, name="L-Gen", limit=epochs,
+                      module=model, module_key="model", opt=opt, gen=gen, device=dev)
+    loss_hist, val_hist, best, start = p.loss, p.val, p.best, p.start
 
     n_used = n - n % cfg.batch_size if cfg.drop_last else n
     bar = tqdm(range(start, epochs), initial=start, total=epochs, unit="epoch", desc="L-Gen",
