@@ -146,6 +146,9 @@ class BEGANParams(_Section):
     bf16: Auto = "auto"           # auto: on for CUDA only (it changes the numbers on CPU)
     compile: Auto = "auto"        # auto: on for CPU runs of >= COMPILE_MIN_STEPS steps with a C++ compiler
     skip: Bool = True  # BEGAN paper 3.5 skip connections (authors and the paper setting: off)
+    # decay of an exponential moving average of G's weights (Yazici et al. 2019), which is
+    # then the G that is kept and sampled; null: the trained G itself (the authors)
+    ema: Optional[Float] = Field(None, gt=0, lt=1)
 
     def _rules(self) -> list[tuple[bool, str]]:
         return [(self.best_window <= self.steps,
@@ -159,6 +162,8 @@ class InversionParams(_Section):
     n_mirror: Int = Field(8, gt=0)
     steps: Int = Field(60, gt=0)
     lr: Float = Field(0.1, gt=0)
+    # constant (paper) | cosine: lr * (1 + cos(pi * step / steps)) / 2, so the last steps settle
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     beta1: Float = Field(0.9, ge=0, lt=1)
     beta2: Float = Field(0.999, ge=0, lt=1)
     loss: Literal["l1", "mse"] = "l1"

@@ -356,3 +356,40 @@ def test_a_wider_bottleneck_trains_and_is_saved_at_its_size(images, tmp_path):
         r = train_began(images, tiny(steps=3), tmp_path, seed=0, progress=False)
     assert r.resumed_from is None
     assert load_discriminator(tmp_path / "discriminator.safetensors").z_dim == 8
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_weights(path)[0]
+
+
+def test_ema_is_passive_and_is_the_kept_generator(images, tmp_path):
+    """began.ema: the average does not change training (the last G equals a run without it)
+    and is what generator.safetensors holds: near the last G for a tiny decay, near G's
+    initial weights for a decay close to 1; the average resumes exactly from a checkpoint."""
+    cfg = tiny(steps=6, best_window=6, lr=1e-2)
+    plain, fast, slow, resumed = (tmp_path / n for n in ("plain", "fast", "slow", "resumed"))
+    train_began(images, cfg, plain, seed=0, progress=False)
+    train_began(images, replace(cfg, ema=1e-9), fast, seed=0, progress=False)
+    train_began(images, replace(cfg, ema=1 - 1e-9), slow, seed=0, progress=False)
+    last = _weights(plain / "generator_last.safetensors")
+    init = Generator(32, 4, 8, seed=derive_seed(0, 1), skip=cfg.skip).state_dict()
+    for run in (fast, slow):  # the trained G is the same with and without an average
+        for k, v in _weights(run / "generator_last.safetensors").items():
+            torch.testing.assert_close(v, last[k], rtol=0, atol=0)
+    moved = max(float((last[k] - init[k]).abs().max()) for k in last)
+    assert moved > 1e-3  # training did move G, so the next two checks can tell them apart
+    for k, v in _weights(fast / "generator.safetensors").items():
+        torch.testing.assert_close(v, last[k], rtol=0, atol=1e-6)
+    for k, v in _weights(slow / "generator.safetensors").items():
+        torch.testing.assert_close(v, init[k], rtol=0, atol=1e-6)
+    # 3 steps, a checkpoint, 3 more: the same average as 6 straight (decay 0.5 mixes every step)
+    half = replace(cfg, ema=0.5, best_window=3)
+    train_began(images, replace(half, steps=3), resumed, seed=0, progress=False)
+    r = train_began(images, half, resumed, seed=0, progress=False)
+    assert r.resumed_from == 3
+    straight = tmp_path / "straight"
+    train_began(images, half, straight, seed=0, progress=False)
+    a, b = _weights(resumed / "generator.safetensors"), _weights(straight / "generator.safetensors")
+    assert not all(torch.equal(a[k], last[k]) for k in a)  # the average is not the last G
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)

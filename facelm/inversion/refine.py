@@ -9,6 +9,7 @@ share its batch.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,6 +139,14 @@ class _Rows:
         res.l1[s:e] = self.best_l1.cpu().numpy()
         res.restarts[s:e] = self.restarts.cpu().numpy()
         res.steps_run[s:e] = self.steps_run.cpu().numpy()
+
+
+def _lr(cfg: InversionParams, it: int) -> float:
+    """Adam's step size at iteration ``it`` of ``cfg.steps`` (the same for every row of every
+    batch, so rows stay independent)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * it / cfg.steps))
 
 
 def _check(G: nn.Module, images: np.ndarray, seed: int, first_index: int, device,
@@ -304,7 +313,7 @@ def invert(
                 with torch.no_grad():
                     go = ~(stop | restart)
                     upd = rows[go]
-                    _adam_rows(st.p, grad[go], st.m, st.v, st.t, upd, cfg.lr, betas)
+                    _adam_rows(st.p, grad[go], st.m, st.v, st.t, upd, _lr(cfg, it), betas)
                     if cfg.constraint == "clamp":
                         st.p[upd] = st.p[upd].clamp(-1.0, 1.0)
                     st.steps_run[upd] += 1

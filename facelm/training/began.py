@@ -122,7 +122,8 @@ def train_began(
 ) -> BEGANResult:
     """Train a BEGAN on ``images`` with the settings ``cfg``; write its weights to ``out_dir``.
 
-    Files: ``generator.safetensors`` (G of the best M window), ``generator_last.safetensors``,
+    Files: ``generator.safetensors`` (G of the best M window; with ``cfg.ema``, the moving
+    average of G's weights at that window's end), ``generator_last.safetensors`` (the trained G),
     ``discriminator.safetensors`` (final D), ``checkpoint/state.pt`` (full training state,
     every ``cfg.checkpoint_every`` steps and at the end).
 
@@ -231,7 +232,7 @@ def _finish(run: BEGANRun, emit: Callable[[str, dict], None], seconds: float,
     cfg, step, h, d = run.cfg, run.step, run.history, run.d
     if run.best_step is None:  # no full window yet: the final G, judged on all its steps
         run.best_M, run.best_step = float(h[:step, 5].mean()), step
-        run.G_best.load_state_dict(run.G.state_dict())
+        run.G_best.load_state_dict(run.G_ema.state_dict())
     if d.is_main:
         save_model(run.out_dir / "generator.safetensors", run.G_best,
                    {"step": run.best_step, "M": run.best_M, "role": "best"})

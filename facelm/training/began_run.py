@@ -71,7 +71,8 @@ def _run_config(cfg: BEGANParams, size: int, seed: int, world: int, images: np.n
             "seed": int(seed), "world_size": world, "data": array_fingerprint(images),
             **({"skip": True} if cfg.skip else {}),  # absent when off: old checkpoints resume
             **({"d_width": int(cfg.d_width)} if cfg.d_width else {}),
-            **({"h_dim": int(cfg.h_dim)} if cfg.h_dim else {})}
+            **({"h_dim": int(cfg.h_dim)} if cfg.h_dim else {}),
+            **({"ema": float(cfg.ema)} if cfg.ema else {})}
 
 
 class BEGANRun:
@@ -90,6 +91,12 @@ class BEGANRun:
                                skip=cfg.skip).to(dev, memory_format=self.fmt)
         self.G_best = Generator(s, w, zd, skip=cfg.skip).to(dev, memory_format=self.fmt)
         self.G_best.load_state_dict(self.G.state_dict())
+        # the averaged G (began.ema), else G itself: what is kept as best and sampled
+        self.G_ema = self.G
+        if cfg.ema:
+            self.G_ema = Generator(s, w, zd, skip=cfg.skip).to(dev, memory_format=self.fmt)
+            self.G_ema.load_state_dict(self.G.state_dict())
+            self.G_ema.requires_grad_(False)
         # fused Adam: one kernel per step on CUDA; the CPU keeps the plain for-each path
         adam = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                     **({"fused": True} if dev.type == "cuda" else {}))
@@ -118,6 +125,8 @@ class BEGANRun:
         if st is not None:
             self.G.load_state_dict(st["G"]); self.D.load_state_dict(st["D"])
             self.G_best.load_state_dict(st["G_best"])
+            if self.cfg.ema:
+                self.G_ema.load_state_dict(st["G_ema"])
             for opt, key in ((self.opt_G, "opt_G"), (self.opt_D, "opt_D")):
                 opt.load_state_dict(st[key])
                 match_layout(opt)
@@ -191,6 +200,8 @@ class BEGANRun:
                 L_fake = loss.g_loss(self.D_run, self.G_train(z_G))
             L_fake.backward(inputs=list(self.G.parameters()))  # D's grads are not needed here
             self.opt_G.step()
+        if self.cfg.ema:
+            self.update_ema()
         stats = torch.stack([loss_D, L_real, L_fake]).detach().float()
         # mean over ranks: keeps k_t equal everywhere
         loss_D_m, L_real_m, L_fake_m = all_reduce_mean(stats, self.d.world).unbind()
@@ -198,6 +209,12 @@ class BEGANRun:
         self.pending.append(torch.stack([loss_D_m, L_fake_m, L_real_m, L_fake_m, loss.k, M]))
         self.pending_lr.append(lr_now)
         self.step += 1
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """G_ema <- decay * G_ema + (1 - decay) * G, after G's update (one fused op)."""
+        avg, cur = list(self.G_ema.parameters()), list(self.G.parameters())
+        torch._foreach_lerp_(avg, cur, 1.0 - self.cfg.ema)
 
     # ---- logging, best window, checkpoint
     def flush(self, emit: Emit, bar) -> None:
@@ -220,7 +237,7 @@ class BEGANRun:
         window_M = float(self.history[self.step - self.cfg.best_window:self.step, 5].mean())
         if window_M < self.best_M:
             self.best_M, self.best_step = window_M, self.step
-            self.G_best.load_state_dict(self.G.state_dict())
+            self.G_best.load_state_dict(self.G_ema.state_dict())
             emit("best", {"step": self.step, "M": window_M})
 
     def checkpoint(self, emit: Emit, seconds: float) -> None:
@@ -234,7 +251,8 @@ class BEGANRun:
             "format": CKPT_FORMAT, "config_hash": self.chash,
             "config": json.dumps(self.config), "step": self.step,
             "G": self.G.state_dict(), "D": self.D.state_dict(),
-            "G_best": self.G_best.state_dict(), "opt_G": self.opt_G.state_dict(),
+            "G_best": self.G_best.state_dict(),
+            **({"G_ema": self.G_ema.state_dict()} if self.cfg.ema else {}), "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(), "k": self.loss.k.detach().cpu(),
             "history": torch.from_numpy(self.history[:self.step].copy()),
             "best_M": self.best_M, "best_step": self.best_step,
@@ -244,6 +262,6 @@ class BEGANRun:
     @torch.no_grad()
     def sample(self) -> np.ndarray:
         """uint8 NHWC images of G(fixed z): the "sample" grids."""
-        return to_uint8(self.G(self.z_fixed))
+        return to_uint8(self.G_ema(self.z_fixed))
 
 
