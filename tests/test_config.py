@@ -185,7 +185,7 @@ def test_duplicate_keys_refused(tmp_path, capsys, extra, key):
 
 
 def test_duplicate_nested_key_refused(tmp_path, capsys):
-    status, err = check(tmp_path, capsys, shipped().replace("  lr: 2.0e-4", "  lr: 2.0e-4\n  lr: 1.0e-4", 1))
+    status, err = check(tmp_path, capsys, shipped().replace("  lr: 5.0e-4", "  lr: 5.0e-4\n  lr: 1.0e-4", 1))
     assert status == 2 and "lr is given twice (lines" in err
 
 
@@ -208,7 +208,7 @@ def test_values_that_fail_later_are_refused_up_front(tmp_path, capsys, overlay, 
 
 def test_what_a_person_means_is_accepted(tmp_path, capsys):
     text = (shipped().replace("channels_last: auto", "channels_last: on").replace("bf16: auto", "bf16: OFF")
-            .replace("compile: auto", "compile: 'Yes'").replace("lr: 2.0e-4", "lr: 1e-4")
+            .replace("compile: auto", "compile: 'Yes'").replace("lr: 5.0e-4", "lr: 1e-4")
             .replace("steps: 7000", "steps: 7.0e+3"))
     assert check(tmp_path, capsys, text)[0] == 0
     b = load_params(tmp_path / "p.yaml").began

@@ -29,6 +29,7 @@ detector   steps × batch × px × w² × (1 + depth), every training       00, 
 began      steps × batch × px × w² (compile and the quality sample     02
            absorbed)
 inversion  images × steps (the cap) × px × w²                          03
+encoder    encoder steps × encoder batch × px × w² (``init: encoder``)  03
 lgen       optimiser steps of the z L-Gen (tiny MLP: per-step          04, 07 (ks·seeds
            overhead dominates)                                         K-runs)
 features   feature-head steps × batch × members × grid²                04, 07 (K-runs)
@@ -86,6 +87,8 @@ CALIBRATION_REFERENCE = 284.0    # reference img/s measured at the start of that
 # terms timed apart from the default run (the first calibration, at a reference of 215 img/s):
 CALIBRATION_DLIB = (300.0, 215.0)        # dlib faces/s at 128 px, all cores; reference img/s
 CALIBRATION_LGEN = (22.0, 215.0, 37_500)  # the z L-Gen alone: seconds, reference, optimiser steps
+# the inversion's encoder (init: encoder, the default's 200 steps of 32), as stage 03 prints it
+CALIBRATION_ENCODER = (10.1, 233.0)       # seconds, reference img/s (the run of e25fc4e, 2026-12-02)
 
 
 # ------------------------------------------------------------------------------ machine
@@ -254,7 +257,9 @@ def _stage_03(p: Params) -> dict | None:
     if f is None:
         return None
     images = min(q.n_train or f[0], f[0]) + f[1] + q.n_mirror
-    return {"inversion": images * q.steps * p.image_size ** 2 * p.began.width ** 2}
+    px_w2 = p.image_size ** 2 * p.began.width ** 2
+    encoder = q.encoder_steps * q.encoder_batch_size * px_w2 if q.init == "encoder" else 0.0
+    return {"inversion": images * q.steps * px_w2, "encoder": encoder}
 
 
 def _feature_steps(p: Params, steps: int, batch: int) -> float:
@@ -317,7 +322,8 @@ def _constants() -> dict[str, float]:
     p, t, over = Params(), CALIBRATION_SECONDS, CALIBRATION_SECONDS["05_results"]
     c = {"overhead": _ru(over),
          "dlib": _ru(1.0 / CALIBRATION_DLIB[0], CALIBRATION_DLIB[1]) / 128 ** 2,  # a 128 px face
-         "lgen": _ru(CALIBRATION_LGEN[0], CALIBRATION_LGEN[1]) / CALIBRATION_LGEN[2]}
+         "lgen": _ru(CALIBRATION_LGEN[0], CALIBRATION_LGEN[1]) / CALIBRATION_LGEN[2],
+         "encoder": _ru(*CALIBRATION_ENCODER) / stage_work("03_inversion", p)["encoder"]}
 
     def fit(term: str, stage: str) -> None:
         """The stage's time above the overhead and its already known terms is this term's."""
