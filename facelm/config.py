@@ -219,6 +219,10 @@ class LGenParams(_Section):
     lr: Float = Field(3e-4, gt=0)
     beta1: Float = Field(0.9, ge=0, lt=1)
     beta2: Float = Field(0.999, ge=0, lt=1)
+    # regularisers (not in the paper; chosen on training pairs: docs/experiments.md): Gaussian
+    # noise of this std added to z in training, and AdamW's decoupled weight decay (0: Adam)
+    z_noise: Float = Field(0.15, ge=0)
+    weight_decay: Float = Field(0.3, ge=0)
     drop_last: Bool = False
     checkpoint_every: Int = Field(50, gt=0)
     features: FeatureLabelParams = Field(default_factory=FeatureLabelParams)
