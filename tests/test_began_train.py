@@ -293,6 +293,23 @@ def test_cli_reads_the_params_file_and_flags_override_it(tmp_path):
     assert cli_settings(args)[1:] == (7, 0)
 
 
+def test_cli_flags_of_optional_keys_take_values_and_null(tmp_path):
+    """--d-width, --h-dim and --ema (default null) parse like params.yaml values; the config
+    still checks them."""
+    from facelm.params_file import ParamsError
+    from facelm.training.began import cli_settings
+
+    params = tmp_path / "params.yaml"
+    params.write_text("began:\n  d_width: 8\n")
+    base = ["train-began", "--params", str(params), "--images", "x.npy", "--out", "o"]
+    cfg, _, _ = cli_settings(_parser().parse_args(base + ["--h-dim", "12", "--ema", "1e-3"]))
+    assert (cfg.d_width, cfg.h_dim, cfg.ema) == (8, 12, 0.001)
+    cfg, _, _ = cli_settings(_parser().parse_args(base + ["--d-width", "null"]))
+    assert cfg.d_width is None
+    with pytest.raises(ParamsError, match="began.ema"):
+        cli_settings(_parser().parse_args(base + ["--ema", "1.5"]))
+
+
 def test_cli_rejects_a_missing_file(tmp_path):
     args = _parser().parse_args(["train-began", "--images", str(tmp_path / "none.npy"),
                                  "--out", str(tmp_path)])

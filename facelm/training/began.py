@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from facelm.checkpoint import state_digest
 from facelm.config import COMPILE_MIN_STEPS, BEGANParams, load_params, replace
@@ -267,6 +268,10 @@ def _on_off(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected on/off, got {s!r}")
 
 
+def _yaml_scalar(s: str) -> Any:
+    return yaml.safe_load(s)
+
+
 def _override_fields() -> dict[str, Any]:
     """``BEGANParams`` field name -> its default value (for the flag's type only)."""
     return dict(vars(BEGANParams()))
@@ -293,9 +298,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("overrides of the params file's began section")
     for name, default in _override_fields().items():
-        kind = _on_off if isinstance(default, bool) else type(default)
+        # an optional key (default None) takes a YAML scalar, as in params.yaml ("null" too);
+        # the config then checks it like any other value
+        kind = (_on_off if isinstance(default, bool) else _yaml_scalar if default is None
+                else type(default))
         g.add_argument("--" + name.replace("_", "-"), dest=f"began_{name}", type=kind,
-                       default=None, metavar=name.upper(), help=f"began.{name}")
+                       default=argparse.SUPPRESS, metavar=name.upper(), help=f"began.{name}")
     p.set_defaults(func=run_cli)
     return p
 
@@ -303,8 +311,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def cli_settings(args: argparse.Namespace) -> tuple[BEGANParams, int, int]:
     """``(began section with the flags' overrides, seed, threads)`` from parsed arguments."""
     params = load_params(args.params)
-    overrides = {name: getattr(args, f"began_{name}") for name in _override_fields()
-                 if getattr(args, f"began_{name}") is not None}
+    given = vars(args)  # a flag not given is absent (SUPPRESS): "null" is a value like any other
+    overrides = {name: given[f"began_{name}"] for name in _override_fields() if f"began_{name}" in given}
     cfg = replace(params.began, **overrides)
     seed = params.seed if args.seed is None else args.seed
     threads = params.threads if args.threads is None else args.threads
