@@ -161,7 +161,7 @@ class InversionParams(_Section):
 
     n_train: Optional[Int] = _field(None, ALL, gt=0)
     n_mirror: Int = Field(8, gt=0)
-    steps: Int = Field(60, gt=0)
+    steps: Int = Field(30, gt=0)
     lr: Float = Field(0.1, gt=0)
     # constant (paper) | cosine: lr * (1 + cos(pi * step / steps)) / 2, so the last steps settle
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -177,7 +177,7 @@ class InversionParams(_Section):
     batch_size: Int = Field(256, gt=0)
     # start point: random (the authors') | encoder (a CNN trained on (z, G(z)) pairs)
     init: Literal["random", "encoder"] = "encoder"
-    encoder_steps: Int = Field(200, gt=0)        # Adam steps, each on fresh z and data faces
+    encoder_steps: Int = Field(600, gt=0)        # Adam steps, each on fresh z and data faces
     encoder_batch_size: Int = Field(32, gt=0)    # pairs (z, G(z)) and data faces per step
     encoder_lr: Float = Field(1e-3, gt=0)        # decayed linearly to 0
     encoder_width: Int = Field(16, gt=0)
