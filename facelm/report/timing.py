@@ -14,8 +14,8 @@ another file). ``benchmarks/run.py`` prints the same number first, as its machin
 ``REFERENCE_IMAGES / reference`` seconds (16,000 images; 74 s at 215 img/s). A stage's
 cost in ru is the same on every machine, up to how differently machines run different
 kernels; its expected seconds are ``ru * REFERENCE_IMAGES / reference``. The default
-``params.yaml`` costs about 12.9 ru in all (02_began 6.0, 03_inversion 2.9,
-07_augmentation 2.0, 04_lgen 1.0, the rest 1.0): 13 min at 263 img/s, 40 min at 85 img/s.
+``params.yaml`` costs about 10.0 ru in all (02_began 4.9, 03_inversion 1.9,
+07_augmentation 1.8, 04_lgen 0.8, the rest 0.7): 10 min at 263 img/s, 31 min at 85 img/s.
 
 **Cost model.** A stage costs ``overhead + sum(c_term * work_term)`` ru, where each work is
 a count from the parameters (``px`` = image_size², ``w`` = a network's width):
@@ -39,19 +39,22 @@ dlib       faces × dlib_size² (when ``evaluation.dlib``)               02, 06
 
 **Calibration (approximate).** Each constant is fitted so that the default ``params.yaml``
 predicts the stage times of one default run on the development machine (a fresh clone of
-``f9fca26``, 2026-12-02, 2-core AMD EPYC, torch 2.13 CPU, all cores, papermill durations;
+``790d16a``, 2026-12-03, 2-core AMD EPYC, torch 2.13 CPU, all cores, papermill durations;
+03_inversion from a forced rerun of that stage ten minutes later, which gave the same metrics;
 :data:`CALIBRATION_SECONDS`), whose reference was measured at its start
 (:data:`CALIBRATION_REFERENCE`). ``overhead`` is the whole of 05_results, ``render`` the rest
 of 01_preprocess, ``began``, ``inversion`` and ``forward`` the rest of 02, 03 and 06 (06 after
 its dlib term), ``features`` the rest of 04 after its z L-Gen, ``detector`` the rest of
 07_augmentation after its K-run label generators; 00_detector, not fitted, is then predicted
-at 27 s for its 34. Three terms were timed apart: ``lgen``, the z L-Gen alone (22 s for 37,500
+at 46.6 s for its 47.1. Three terms were timed apart: ``lgen``, the z L-Gen alone (22 s for 37,500
 steps at a reference of 215 img/s, :data:`CALIBRATION_LGEN`), ``dlib`` (135 faces/s at 128 px
 against a busy run's reference of 97 img/s, i.e. 300 faces/s at 215: :data:`CALIBRATION_DLIB`),
 and ``encoder``, the inversion's encoder as stage 03 prints it (:data:`CALIBRATION_ENCODER`).
 Inversion's constant absorbs its early stop, so a changed ``tol``/``patience`` (or a generator
 whose faces stop sooner or later) moves it. The reference itself is noisy (a 2 s measurement):
-on this machine it read 202-215 img/s on 2026-12-01 and 233-284 on 2026-12-02. Expect ±30 %.
+on the development machines it read 202-284 img/s on 2026-12-01/02 and 126-139 on 2026-12-03.
+Machines differ in more than the reference: the same 7,000-step BEGAN cost 6.0 ru on the
+2026-12-02 machine and 4.9 ru on the 2026-12-03 one. Expect ±30 %.
 
 A celeba run's preprocessing (and the stages whose size is its crop count) has no estimate:
 :func:`expected_seconds` returns None for it.
@@ -81,15 +84,15 @@ REFERENCE_IMAGES = 16_000  # one reference unit: 1,000 reference steps of batch 
 REFERENCE_CONFIG = {"size": 32, "width": 16, "batch": 16}
 CACHE_ENV = "FACELM_SPEED_CACHE"
 # papermill durations of the default params.yaml on the development machine (seconds)
-CALIBRATION_SECONDS = {"00_detector": 34.2, "01_preprocess": 8.7, "02_began": 366.4,
-                       "03_inversion": 176.6, "04_lgen": 58.9, "05_results": 3.7,
-                       "06_evaluation": 13.3, "07_augmentation": 124.4}
-CALIBRATION_REFERENCE = 263.0    # reference img/s measured at the start of that run (2026-12-02)
+CALIBRATION_SECONDS = {"00_detector": 47.1, "01_preprocess": 13.0, "02_began": 600.6,
+                       "03_inversion": 234.0, "04_lgen": 94.6, "05_results": 4.7,
+                       "06_evaluation": 18.5, "07_augmentation": 221.5}
+CALIBRATION_REFERENCE = 129.7    # reference img/s measured at the start of that run (2026-12-03)
 # terms timed apart from the default run (the first calibration, at a reference of 215 img/s):
 CALIBRATION_DLIB = (300.0, 215.0)        # dlib faces/s at 128 px, all cores; reference img/s
 CALIBRATION_LGEN = (22.0, 215.0, 37_500)  # the z L-Gen alone: seconds, reference, optimiser steps
-# the inversion's encoder (init: encoder, the default's 200 steps of 32), as stage 03 prints it
-CALIBRATION_ENCODER = (9.8, 263.0)        # seconds, reference img/s (the same run)
+# the inversion's encoder (init: encoder, the default's 600 steps of 32), as stage 03 prints it
+CALIBRATION_ENCODER = (51.5, 129.7)       # seconds, reference img/s (the same run)
 
 
 # ------------------------------------------------------------------------------ machine
