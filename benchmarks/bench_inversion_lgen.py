@@ -45,7 +45,8 @@ def inversion_problem(dev: torch.device, n: int, size: int = 32, width: int = 16
 def fixed_steps(steps: int, batch_size: int) -> "InversionParams":
     """Every image takes all ``steps`` updates: no restarts, patience beyond the budget."""
     return replace(InversionParams(), steps=steps, restart_threshold=None, patience=steps + 1,
-                   batch_size=batch_size, init="random")  # the authors' start, as the loop's
+                   batch_size=batch_size, init="random",  # the authors' start, as the loop's
+                   landmark_weight=0.0)  # and their pixel loss
 
 
 def batched(G, images, steps: int, dev) -> tuple[float, np.ndarray]:

@@ -182,6 +182,8 @@ class InversionParams(_Section):
     encoder_lr: Float = Field(1e-3, gt=0)        # decayed linearly to 0
     encoder_width: Int = Field(16, gt=0)
     encoder_data_weight: Float = Field(1.0, ge=0)  # of |x - G(E(x))| on data faces (0: pairs only)
+    # weight of mean |J(G(z)) - J(x)| (the judge's landmarks, unit coordinates) in the loss
+    landmark_weight: Float = Field(3.0, ge=0)
 
     def _rules(self) -> list[tuple[bool, str]]:
         return [(self.n_train is None or self.n_mirror <= self.n_train,

@@ -46,7 +46,8 @@ if __name__ == "__main__":
         t_enc = time.perf_counter() - t0
         for steps in adam_steps:
             t0 = time.perf_counter()
-            r = invert(G, faces, replace(cfg, steps=steps), seed=params.seed, encoder=E, progress=False)
+            r = invert(G, faces, replace(cfg, steps=steps), seed=params.seed, encoder=E, judge=judge,
+                       progress=False)
             t_inv = time.perf_counter() - t0
             with torch.no_grad():
                 geometry = nme(predict_landmarks(judge, to_uint8(G(torch.from_numpy(r.z)))), truth).mean()
