@@ -213,6 +213,8 @@ def test_stage_with_a_user_error_says_one_line_and_exits_2(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert "stage 98_fails: FileNotFoundError: no facelm project" in lines[0]
     assert "reports/98_fails.ipynb" in lines[0] and "Traceback" not in proc.stderr
+    # the kernel process's own stderr (ipykernel's logging, e.g. a shutdown race) went to a file
+    assert (root / "reports" / "98_fails.kernel.log").is_file()
     html = root / "reports" / "98_fails.html"
     assert html.is_file() and "FileNotFoundError" in html.read_text()  # the report shows where
 

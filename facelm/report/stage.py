@@ -88,6 +88,23 @@ def _threads(n: int) -> None:
             os.environ[var] = str(n)
 
 
+def _kernel_manager(log: Path) -> type:
+    """A jupyter KernelManager whose kernel process writes its own stderr to ``log``.
+
+    What the cells print reaches the notebook through the kernel's messages either way; the
+    process's stderr only carries ipykernel's own logging, and ipykernel can log a ZMQ
+    traceback while it shuts down ("Socket operation on non-socket", a shutdown race), which
+    would break a failed stage's one-line error. The file (one per stage run) keeps it.
+    """
+    from jupyter_client.manager import KernelManager
+
+    class _LoggedStderr(KernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+            with open(log, "wb") as f:  # the kernel keeps its own copy of the descriptor
+                await super()._async_launch_kernel(kernel_cmd, **{"stderr": f, **kw})
+
+    return _LoggedStderr
+
 def run_stage(name: str, params_file: str = "params.yaml", root: Path | None = None,
               log_output: bool = True) -> Path:
     """Execute ``notebooks/{name}.ipynb`` into ``reports/`` and return the HTML report's path.
@@ -125,6 +142,7 @@ def run_stage(name: str, params_file: str = "params.yaml", root: Path | None = N
             kernel_name="python3", cwd=str(root), progress_bar=False, log_output=log_output,
             # the kernel's start-up notice about unencrypted local TCP is noise on every stage
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            kernel_manager_class=_kernel_manager(reports / f"{name}.kernel.log"),
         )
     except PapermillExecutionError as err:
         message = user_error(err.ename, err.evalue, err.traceback)
