@@ -96,9 +96,9 @@ def _kernel_manager(log: Path) -> type:
     traceback while it shuts down ("Socket operation on non-socket", a shutdown race), which
     would break a failed stage's one-line error. The file (one per stage run) keeps it.
     """
-    from jupyter_client.manager import KernelManager
+    from jupyter_client import AsyncKernelManager  # nbclient's default manager
 
-    class _LoggedStderr(KernelManager):
+    class _LoggedStderr(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
             with open(log, "wb") as f:  # the kernel keeps its own copy of the descriptor
                 await super()._async_launch_kernel(kernel_cmd, **{"stderr": f, **kw})
