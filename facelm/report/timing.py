@@ -51,7 +51,10 @@ steps at a reference of 215 img/s, :data:`CALIBRATION_LGEN`), ``dlib`` (135 face
 against a busy run's reference of 97 img/s, i.e. 300 faces/s at 215: :data:`CALIBRATION_DLIB`),
 and ``encoder``, the inversion's encoder as stage 03 prints it (:data:`CALIBRATION_ENCODER`).
 Inversion's constant absorbs its early stop, so a changed ``tol``/``patience`` (or a generator
-whose faces stop sooner or later) moves it. The reference itself is noisy (a 2 s measurement):
+whose faces stop sooner or later) moves it. The calibration run had ``inversion.landmark_weight``
+0; the default's 3 adds the judge's pass per Adam step, which the model does not count (in the
+``587eb85`` run stage 03 took 1.09x its prediction, the other stages 1.06-1.22x on a host that
+slowed during the run). The reference itself is noisy (a 2 s measurement):
 on the development machines it read 202-284 img/s on 2026-12-01/02 and 126-139 on 2026-12-03.
 Machines differ in more than the reference: the same 7,000-step BEGAN cost 6.0 ru on the
 2026-12-02 machine and 4.9 ru on the 2026-12-03 one. Expect ±30 %.
