@@ -42,7 +42,10 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.cpu().numpy()
 
 
-def sample_z(n: int, z_dim: int = 64, seed: int = 0, truncation: float = 1.0) -> torch.Tensor:
-    """``n`` latent vectors uniform in ``[-truncation, truncation]^z_dim`` (CPU, float32)."""
+def sample_z(n: int, z_dim: int, seed: int = 0, truncation: float = 1.0) -> torch.Tensor:
+    """``n`` latent vectors uniform in ``[-truncation, truncation]^z_dim`` (CPU, float32).
+
+    ``z_dim`` has no default: it is the generator's (``G.z_dim``), never an assumed 64.
+    """
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(n, z_dim, generator=g) * 2.0 - 1.0) * truncation

@@ -17,7 +17,7 @@ from facelm.evaluation.consistency import (Consistency, annotation_speed, evalua
                                            judge_landmarks, per_item_ms)
 from facelm.evaluation.outside_judge import judge_with_dlib, mean_or_nan  # noqa: E402
 from facelm.evaluation.results import (displacements, faces_and_landmarks, interpolate, latent_path,  # noqa: E402
-                                       load_mirror_pairs, mirror_smoothness, smoothness)
+                                       load_mirror_pairs, mirror_smoothness, random_faces, smoothness)
 from facelm.landmarks import nme, to_5  # noqa: E402
 from facelm.models.began import Generator  # noqa: E402
 from facelm.models.detector import LandmarkDetector, predict_landmarks  # noqa: E402
@@ -93,6 +93,21 @@ def test_evaluate_consistency_judges_random_z_and_heldout_inversions(models, lat
     assert set(result.curves()) and all(len(v) for v in result.curves().values())
     with pytest.raises(ValueError, match="one z_r per held-out face"):
         evaluate_consistency(G, lgen, judge, images[:2], landmarks[:2], z_heldout, cfg, seed=6, device="cpu")
+
+
+def test_random_z_take_the_generators_z_dim(one_thread):
+    """Stages 05 and 06 draw z of G's own size: a z_dim other than the paper's 64 works."""
+    G = Generator(size=32, width=4, z_dim=8, seed=1).eval()
+    lgen = LGen(n_points=49, z_dim=8, seed=2).eval()
+    judge = LandmarkDetector(size=32, n_points=49, width=4, depth=0).eval()
+    z, faces, points = random_faces(G, lgen, 5, seed=3, device="cpu")
+    assert z.shape == (5, 8) and faces.shape == (5, 32, 32, 3) and points.shape == (5, 49, 2)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    landmarks = rng.uniform(0.2, 0.8, size=(2, 49, 2)).astype(np.float32)
+    result = evaluate_consistency(G, lgen, judge, images, landmarks, z[:2], EvaluationParams(n_random=4),
+                                  seed=6, device="cpu")
+    assert result.z.shape == (4, 8) and result.consistency.shape == (4,)
 
 
 def test_judge_landmarks_follow_a_five_point_face_set(models):

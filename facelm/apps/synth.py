@@ -140,8 +140,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="non-negative integer; face i's z depends only on (seed, i), so the "
                         "same seed gives the same faces (default: %(default)s)")
     p.add_argument("--truncation", type=float, default=_DEFAULT["truncation"], metavar="T",
-                   help="z is uniform in [-T, T]^64, 0 < T <= 1; smaller T gives more typical, "
-                        "less varied faces (default: %(default)s)")
+                   help="z is uniform in [-T, T]^z_dim (the generator's), 0 < T <= 1; smaller T "
+                        "gives more typical, less varied faces (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=_DEFAULT["batch_size"], metavar="B",
                    help="faces per forward pass; raise it on a GPU (default: %(default)s)")
     p.add_argument("--device", default="auto",

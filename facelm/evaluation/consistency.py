@@ -72,7 +72,7 @@ def evaluate_consistency(G, lgen, judge, heldout_images: np.ndarray, heldout_lan
         raise ValueError(f"one z_r per held-out face: {len(z_heldout)} latents for {len(heldout_images)} faces")
     n_points = heldout_landmarks.shape[1]
     judge_heldout = nme(judge_landmarks(judge, heldout_images, n_points), heldout_landmarks)
-    z = sample_z(cfg.n_random, seed=seed, truncation=cfg.truncation)
+    z = sample_z(cfg.n_random, G.z_dim, seed=seed, truncation=cfg.truncation)
     faces, lgen_points = faces_and_landmarks(G, lgen, z, device=device)
     judge_points = judge_landmarks(judge, faces, n_points)
     rec_faces, rec_lgen = faces_and_landmarks(G, lgen, z_heldout, device=device)

@@ -43,9 +43,9 @@ def faces_and_landmarks(G, lgen, z: torch.Tensor, batch_size: int = 256,
     return np.concatenate(images), np.concatenate(points).astype(np.float32)
 
 
-def random_faces(G, lgen, n: int, seed: int, z_dim: int = 64, device=None):
-    """Fig. 8: ``n`` uniform random z -> (z, faces, landmarks)."""
-    z = sample_z(n, z_dim, seed)
+def random_faces(G, lgen, n: int, seed: int, device=None):
+    """Fig. 8: ``n`` uniform random z (of G's ``z_dim``) -> (z, faces, landmarks)."""
+    z = sample_z(n, G.z_dim, seed)
     return (z, *faces_and_landmarks(G, lgen, z, device=device))
 
 
