@@ -169,7 +169,7 @@ def tiny(one_thread):
 
 
 def labellers(G, seed: int, pairs: str = "stage04") -> aug.Labellers:
-    return aug.Labellers(LGen(n_points=49, seed=seed).eval(),
+    return aug.Labellers(LGen(n_points=49, z_dim=G.z_dim, seed=seed).eval(),
                          FeatureLGen(G, members=3, grid=4, hidden=4, seed=seed).eval(), pairs)
 
 

@@ -53,7 +53,8 @@ def test_fake_celeba_goes_through_the_pipeline(celeba_project):
     report = (project / "reports" / "01_preprocess.html").read_text()
     assert "no_face" in report and "corrupt" in report
     lgen = json.loads((project / "metrics" / "04_lgen.json").read_text())
-    assert lgen["lgen_params"] == 53_986  # Table I: 49 points
+    z_dim = load_params(project / "params.yaml").began.z_dim
+    assert lgen["lgen_params"] == 53_986 + (z_dim - 64) * 128  # Table I (49 points, 64-d z) + wider z
     evaluation = json.loads((project / "metrics" / "06_evaluation.json").read_text())
     required = expected_keys({"06_evaluation"}, load_params(project / "params.yaml"))
     assert "dlib_found_data" in required and required <= set(evaluation)

@@ -29,7 +29,7 @@ from facelm.report.metrics import METRICS, check_keys, expected_keys  # noqa: E4
 @pytest.fixture(scope="module")
 def models(one_thread):
     G = Generator(size=32, width=4, z_dim=64, seed=1).eval()
-    lgen = LGen(n_points=49, seed=2).eval()
+    lgen = LGen(n_points=49, z_dim=G.z_dim, seed=2).eval()
     judge = LandmarkDetector(size=32, n_points=49, width=4, depth=0).eval()
     return G, lgen, judge
 

@@ -94,7 +94,7 @@ def _project(folder: Path) -> Path:
     from facelm.data.world import render_faces
 
     faces, landmarks = render_faces(24, size=32, seed=0)
-    L = LGen(seed=0)
+    L = LGen(z_dim=64, seed=0)
     with torch.no_grad():  # near-constant output at a real face's landmarks, so points look like a face
         last = L.net[-2]
         last.weight.mul_(0.05)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from facelm.config import LGenParams, replace
+from facelm.config import BEGANParams, LGenParams, replace
 from facelm.models.common import count_params
 from facelm.models.lgen import LGen, load_lgen, save_lgen
 from facelm.training.lgen import WEIGHTS_NAME, checkpoint_path, train_lgen
@@ -34,18 +34,20 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_table_one_parameter_count_and_layers():
-    model = LGen()
+    model = LGen(z_dim=64)  # the paper's z
     assert count_params(model) == 53_986
     widths = [(m.in_features, m.out_features) for m in model.modules()
               if isinstance(m, torch.nn.Linear)]
     assert widths == [(64, 128), (128, 128), (128, 128), (128, 98)]
     assert LGen(n_points=5).net[-2].out_features == 10  # CelebA's 5 points
-    assert count_params(LGen(hidden=128)) == count_params(LGen(hidden=[128, 128, 128])) == 53_986
-    assert count_params(LGen(hidden=[8])) == 64 * 8 + 8 + 8 * 98 + 98
+    assert count_params(LGen(z_dim=64, hidden=128)) == count_params(LGen(z_dim=64, hidden=[128, 128, 128])) \
+        == 53_986
+    assert count_params(LGen(z_dim=64, hidden=[8])) == 64 * 8 + 8 + 8 * 98 + 98
+    assert count_params(LGen()) == 53_986 + (BEGANParams().z_dim - 64) * 128  # the default's z
 
 
 def test_output_shape_and_range():
-    z = torch.rand(7, 64) * 2 - 1
+    z = torch.rand(7, BEGANParams().z_dim) * 2 - 1
     out = LGen()(z)
     assert out.shape == (7, 49, 2)
     assert out.min() > 0 and out.max() < 1
@@ -146,12 +148,12 @@ def test_unsafe_checkpoint_is_refused_by_name(tmp_path):
 
 
 def test_save_load_round_trip(tmp_path):
-    model = LGen(n_points=5, hidden=32, seed=4)
+    model = LGen(n_points=5, z_dim=24, hidden=32, seed=4)
     save_lgen(tmp_path / "lgen.safetensors", model)
     back = load_lgen(tmp_path / "lgen.safetensors", "cpu")
-    assert back.config() == {"n_points": 5, "z_dim": 64, "hidden": [32, 32, 32]}
+    assert back.config() == {"n_points": 5, "z_dim": 24, "hidden": [32, 32, 32]}  # from the file
     assert _same_weights(model, back) and not back.training
-    z = torch.rand(3, 64)
+    z = torch.rand(3, 24)
     assert torch.equal(model(z), back(z))
     with pytest.raises(FileNotFoundError):
         load_lgen(tmp_path / "missing.safetensors")

@@ -114,7 +114,7 @@ def stage(one_thread):
     images = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
     landmarks = rng.uniform(0.2, 0.8, size=(3, 49, 2)).astype(np.float32)
     z_heldout = torch.from_numpy(rng.uniform(-1, 1, (3, 64)).astype(np.float32))
-    result = evaluate_consistency(G, LGen(seed=2).eval(), judge, images, landmarks, z_heldout,
+    result = evaluate_consistency(G, LGen(z_dim=G.z_dim, seed=2).eval(), judge, images, landmarks, z_heldout,
                                   EvaluationParams(n_random=12), seed=6, device="cpu")
     return G, features, judge, result
 
