@@ -268,18 +268,13 @@ def save_grid(gen_path: Path, path: Path, seed: int, device: str) -> None:
 
     from facelm.checkpoint import atomic_write
     from facelm.models.began import load_generator
+    from facelm.report.figures import tile
     from facelm.tensors import sample_z, to_uint8
 
     G = load_generator(gen_path, device=device)
     with torch.no_grad():
         faces = to_uint8(G(sample_z(16, G.z_dim, seed=seed).to(device)))
-    # 4 x 4 tiles, 1 px white gaps (facelm.report.figures.tile would import matplotlib.pyplot,
-    # whose first import on a fresh machine builds a font cache)
-    s = faces.shape[1]
-    grid = np.full((4 * (s + 1) + 1, 4 * (s + 1) + 1, 3), 255, np.uint8)
-    for i, face in enumerate(faces):
-        r, c = divmod(i, 4)
-        grid[1 + r * (s + 1):1 + r * (s + 1) + s, 1 + c * (s + 1):1 + c * (s + 1) + s] = face
+    grid = tile(faces, 4)  # 4 x 4, 1 px white gaps
     ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError("cv2 could not encode the grid")
