@@ -45,12 +45,12 @@ def naive(g_path, l_path, n: int, device: torch.device, out: Path | None) -> flo
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        z = torch.from_numpy(latents(0, 2)).to(device)
+        z = torch.from_numpy(latents(0, 2, z_dim=G.z_dim)).to(device)
         G(z[:1]), L(z[:1])  # warm-up
         sync(device)
         t0 = time.perf_counter()
         for i in range(n):
-            z = torch.from_numpy(latents(i, i + 1)).to(device)
+            z = torch.from_numpy(latents(i, i + 1, z_dim=G.z_dim)).to(device)
             img = to_uint8(G(z))[0]
             lm = L(z)[0].cpu().numpy()
             if out is not None:
@@ -65,7 +65,7 @@ def batched_inference(g_path, l_path, n: int, batch: int, device: torch.device,
     """What synth computes (channels-last G), with no output at all. Faces/s."""
     G, L = load_generator(g_path, device), load_lgen(l_path, device)
     G = G.to(memory_format=torch.channels_last)
-    z_all = latents(0, n)
+    z_all = latents(0, n, z_dim=G.z_dim)
     with torch.inference_mode():
         def step(z_np):
             z = torch.from_numpy(z_np).to(device)

@@ -74,15 +74,15 @@ def cli(argv, capsys):
 
 # ------------------------------------------------------------------------------ latents
 def test_latents_depend_only_on_seed_and_index():
-    whole = latents(0, Z_BLOCK + 300, seed=5)
+    whole = latents(0, Z_BLOCK + 300, z_dim=64, seed=5)
     cuts = [0, 1, 500, Z_BLOCK - 1, Z_BLOCK + 7, Z_BLOCK + 300]
-    pieces = np.concatenate([latents(a, b, seed=5) for a, b in zip(cuts, cuts[1:])])
+    pieces = np.concatenate([latents(a, b, z_dim=64, seed=5) for a, b in zip(cuts, cuts[1:])])
     np.testing.assert_array_equal(whole, pieces)
     assert whole.dtype == np.float32 and whole.shape == (Z_BLOCK + 300, 64)
     assert -1 <= whole.min() < -0.99 and 0.99 < whole.max() < 1
-    np.testing.assert_allclose(latents(10, 20, seed=5, truncation=0.5), whole[10:20] * 0.5,
+    np.testing.assert_allclose(latents(10, 20, z_dim=64, seed=5, truncation=0.5), whole[10:20] * 0.5,
                                rtol=1e-6)
-    assert not np.array_equal(latents(0, 10, seed=6), whole[:10])
+    assert not np.array_equal(latents(0, 10, z_dim=64, seed=6), whole[:10])
 
 
 # ---------------------------------------------------------------------------- formats
@@ -95,7 +95,7 @@ def test_pts_format_reads_back_and_equals_models(models, tmp_path):
     assert [p.name for p in pngs] == [f"{i:08d}.png" for i in range(N)]
     assert [p.stem for p in pts] == [p.stem for p in pngs]
     z = np.concatenate([np.load(s / "z.npy") for s in shards])
-    np.testing.assert_array_equal(z, latents(0, N, seed=0))
+    np.testing.assert_array_equal(z, latents(0, N, z_dim=64, seed=0))
     images, points = reference(models, z)
     assert images.std() > 10  # the comparison below is not between flat grey images
     for i, (png, pt) in enumerate(zip(pngs, pts)):
@@ -122,7 +122,7 @@ def test_npz_format_arrays_match(models, tmp_path):
     assert (images.dtype, images.shape) == (np.uint8, (N, 32, 32, 3))
     assert (lm.dtype, lm.shape) == (np.float32, (N, 49, 2))
     assert (z.dtype, z.shape) == (np.float32, (N, 64))
-    np.testing.assert_array_equal(z, latents(0, N, seed=3, truncation=0.5))
+    np.testing.assert_array_equal(z, latents(0, N, z_dim=64, seed=3, truncation=0.5))
     assert np.abs(z).max() <= 0.5
     ref_images, ref_lm = reference(models, np.array(z))
     assert_same_image(images, ref_images)
@@ -509,7 +509,7 @@ def test_a_features_label_generator_stores_each_faces_uncertainty(features, tmp_
     m = run(features, out, fmt=fmt)
     read = (lambda a: np.load(out / f"{a}.npy")) if fmt == "npz" else (lambda a: shard_arrays(out, a))
     z, lm, u = read("z"), read("landmarks"), read("uncertainty")
-    np.testing.assert_array_equal(z, latents(0, N, seed=0))  # no --keep-frac: the plain z rule
+    np.testing.assert_array_equal(z, latents(0, N, z_dim=64, seed=0))  # no --keep-frac: the plain z rule
     images, ref_lm, ref_u = labelled(features[3], z)
     np.testing.assert_allclose(lm, ref_lm, atol=1e-6)
     np.testing.assert_allclose(u, ref_u, rtol=1e-4)  # batches and memory layout differ

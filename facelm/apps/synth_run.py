@@ -35,8 +35,8 @@ if TYPE_CHECKING:  # torch and cv2 load lazily: `facelm --help` should not wait 
 __all__ = ["Z_BLOCK", "FORMATS", "latents", "synth"]
 
 
-def latents(start: int, stop: int, *, seed: int = 0, truncation: float = 1.0,
-            z_dim: int = 64) -> np.ndarray:
+def latents(start: int, stop: int, *, z_dim: int, seed: int = 0,
+            truncation: float = 1.0) -> np.ndarray:
     """The latents of faces ``start .. stop-1``: float32 ``[stop - start, z_dim]``.
 
     Face ``i`` gets row ``i % Z_BLOCK`` of ``default_rng([seed, i // Z_BLOCK])``'s uniform
