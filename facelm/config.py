@@ -150,6 +150,9 @@ class BEGANParams(_Section):
     # decay of an exponential moving average of G's weights (Yazici et al. 2019), which is
     # then the G that is kept and sampled; null: the trained G itself (the authors)
     ema: Optional[Float] = Field(None, gt=0, lt=1)
+    # weight of mean |x - G(E(x))| in G's loss, E an encoder trained with G (Che et al. 2017's
+    # mode regulariser): every training face must be reachable in z; 0: off, as the authors
+    recon_weight: Float = Field(0.0, ge=0)
 
     def _rules(self) -> list[tuple[bool, str]]:
         return [(self.best_window <= self.steps,

@@ -30,7 +30,7 @@ from facelm.checkpoint import load_weights, save_weights
 from facelm.models.common import glorot_init_, unwrap
 from facelm.tensors import pick_device
 
-__all__ = ["SIZES", "Generator", "Discriminator", "save_model", "load_generator",
+__all__ = ["SIZES", "Generator", "Discriminator", "Encoder", "save_model", "load_generator",
            "load_discriminator"]
 
 SIZES = (32, 64, 128)

@@ -19,7 +19,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from facelm.checkpoint import config_hash
 from facelm.config import BEGANParams
-from facelm.models.began import Discriminator, Generator
+from facelm.models.began import Discriminator, Encoder, Generator
+from facelm.models.common import glorot_init_
 from facelm.tensors import sample_z, to_tensor, to_uint8
 from facelm.training.common import (Distributed, all_reduce_mean, array_fingerprint,
                                     derive_seed, gather_objects, global_rng_state,
@@ -72,7 +73,8 @@ def _run_config(cfg: BEGANParams, size: int, seed: int, world: int, images: np.n
             **({"skip": True} if cfg.skip else {}),  # absent when off: old checkpoints resume
             **({"d_width": int(cfg.d_width)} if cfg.d_width else {}),
             **({"h_dim": int(cfg.h_dim)} if cfg.h_dim else {}),
-            **({"ema": float(cfg.ema)} if cfg.ema else {})}
+            **({"ema": float(cfg.ema)} if cfg.ema else {}),
+            **({"recon_weight": float(cfg.recon_weight)} if cfg.recon_weight else {})}
 
 
 class BEGANRun:
@@ -102,6 +104,12 @@ class BEGANRun:
                     **({"fused": True} if dev.type == "cuda" else {}))
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
+        # began.recon_weight: the encoder E whose codes G must turn back into the batch
+        self.E: Encoder | None = None
+        if cfg.recon_weight:
+            self.E = Encoder(s, w, zd).to(dev, memory_format=self.fmt)
+            glorot_init_(self.E, derive_seed(seed, 5))
+            self.opt_E = torch.optim.Adam(self.E.parameters(), **adam)
         self.sampler = EpochSampler(images.shape[0], cfg.batch_size, derive_seed(seed, 3, d.rank))
         self.zgen = torch.Generator().manual_seed(derive_seed(seed, 4, d.rank))
         self.loss = BEGANLoss(cfg, dev)
@@ -127,7 +135,9 @@ class BEGANRun:
             self.G_best.load_state_dict(st["G_best"])
             if self.cfg.ema:
                 self.G_ema.load_state_dict(st["G_ema"])
-            for opt, key in ((self.opt_G, "opt_G"), (self.opt_D, "opt_D")):
+            if self.E is not None:
+                self.E.load_state_dict(st["E"])
+            for opt, key in self._optimisers():
                 opt.load_state_dict(st[key])
                 match_layout(opt)
             self.loss.k.copy_(st["k"])
@@ -140,19 +150,28 @@ class BEGANRun:
             restore_global_rng(r, self.dev)
         return res.step, res.message()
 
+    def _optimisers(self) -> list[tuple[torch.optim.Optimizer, str]]:
+        """``(optimiser, checkpoint key)`` of every trained model."""
+        opts = [(self.opt_G, "opt_G"), (self.opt_D, "opt_D")]
+        return opts + ([(self.opt_E, "opt_E")] if self.E is not None else [])
+
     # ---- runtime wrappers
     def wrap(self, compile: bool | str) -> None:
-        """Compiled modules and DDP replicas around G and D (the plain ones are kept)."""
-        self.G_run, self.D_run = self.G, self.D
+        """Compiled modules and DDP replicas around G, D (and E) (the plain ones are kept)."""
+        self.G_run, self.D_run, self.E_run = self.G, self.D, self.E
         if compile:
             backend = compile if isinstance(compile, str) else "inductor"
             self.G_run = torch.compile(self.G, backend=backend)
             self.D_run = torch.compile(self.D, backend=backend)
-        self.G_train, self.D_train = self.G_run, self.D_run
+            if self.E is not None:
+                self.E_run = torch.compile(self.E, backend=backend)
+        self.G_train, self.D_train, self.E_train = self.G_run, self.D_run, self.E_run
         if self.d.world > 1:
             ids = [self.dev.index] if self.dev.type == "cuda" else None
             self.G_train = DDP(self.G_run, device_ids=ids)
             self.D_train = DDP(self.D_run, device_ids=ids)
+            if self.E is not None:
+                self.E_train = DDP(self.E_run, device_ids=ids)
 
     # ---- data
     def batch(self) -> torch.Tensor:
@@ -178,15 +197,18 @@ class BEGANRun:
             for g in opt.param_groups:
                 g["lr"] = lr_now
         x = self.batch()
-        self.opt_G.zero_grad(set_to_none=True)
-        self.opt_D.zero_grad(set_to_none=True)
+        opts = [opt for opt, _ in self._optimisers()]
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         loss, k = self.loss, self.loss.k
         if self.cfg.update == "joint":
             z = self.draw_z()
             with autocast:
-                objective, L_real, L_fake = loss(self.G_train, self.D_train, x, z)
+                z_x = torch.tanh(self.E_train(x)) if self.E is not None else None
+                objective, L_real, L_fake, _ = loss(self.G_train, self.D_train, x, z, z_x)
             objective.backward()
-            self.opt_G.step(); self.opt_D.step()
+            for opt in opts:
+                opt.step()
             loss_D = (L_real - k * L_fake).detach()
         else:
             z_D, z_G = self.draw_z(), self.draw_z()
@@ -196,9 +218,16 @@ class BEGANRun:
                 loss_D, L_real, _ = loss.d_loss(self.D_train, x, fake)
             loss_D.backward()
             self.opt_D.step()
+            trained = list(self.G.parameters())  # D's grads are not needed here
             with autocast:
-                L_fake = loss.g_loss(self.D_run, self.G_train(z_G))
-            L_fake.backward(inputs=list(self.G.parameters()))  # D's grads are not needed here
+                z_x = torch.tanh(self.E_train(x)) if self.E is not None else None
+                fake_G, L_recon = loss.draw(self.G_train, z_G, x, z_x)
+                L_fake = loss.g_loss(self.D_run, fake_G)
+            if L_recon is None:
+                L_fake.backward(inputs=trained)
+            else:
+                (L_fake + L_recon).backward(inputs=trained + list(self.E.parameters()))
+                self.opt_E.step()
             self.opt_G.step()
         if self.cfg.ema:
             self.update_ema()
@@ -252,8 +281,10 @@ class BEGANRun:
             "config": json.dumps(self.config), "step": self.step,
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "G_best": self.G_best.state_dict(),
-            **({"G_ema": self.G_ema.state_dict()} if self.cfg.ema else {}), "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(), "k": self.loss.k.detach().cpu(),
+            **({"G_ema": self.G_ema.state_dict()} if self.cfg.ema else {}),
+            **({"E": self.E.state_dict()} if self.E is not None else {}),
+            **{key: opt.state_dict() for opt, key in self._optimisers()},
+            "k": self.loss.k.detach().cpu(),
             "history": torch.from_numpy(self.history[:self.step].copy()),
             "best_M": self.best_M, "best_step": self.best_step,
             "seconds": self.total_seconds + seconds, "rng": rngs})
