@@ -117,6 +117,9 @@ def test_recon_term_adds_its_gradient_to_g_and_trains_the_encoder():
     ref_E = torch.autograd.grad(w * rec, list(E.parameters()))
     for p, r in zip([*G.parameters(), *E.parameters()], [*ref_G, *ref_E]):
         torch.testing.assert_close(p.grad, r, rtol=1e-4, atol=1e-7)
+    pooled = loss_fn(recon_weight=w, recon_pool=2).draw(G, z, x, torch.tanh(E(x)))[1]
+    coarse = torch.nn.functional.avg_pool2d(x - G(torch.tanh(E(x))), 2).abs().mean()
+    assert pooled.item() == pytest.approx(w * coarse.item(), rel=1e-5) and coarse < rec
     D2 = Discriminator(32, 4, 8, seed=2)  # D's gradient is the plain BEGAN one
     f0 = loss_fn(k0=0.3)
     f0(G, D2, x, z)[0].backward()

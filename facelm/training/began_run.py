@@ -74,7 +74,8 @@ def _run_config(cfg: BEGANParams, size: int, seed: int, world: int, images: np.n
             **({"d_width": int(cfg.d_width)} if cfg.d_width else {}),
             **({"h_dim": int(cfg.h_dim)} if cfg.h_dim else {}),
             **({"ema": float(cfg.ema)} if cfg.ema else {}),
-            **({"recon_weight": float(cfg.recon_weight)} if cfg.recon_weight else {})}
+            **({"recon_weight": float(cfg.recon_weight), "recon_pool": int(cfg.recon_pool)}
+               if cfg.recon_weight else {})}
 
 
 class BEGANRun:

@@ -12,7 +12,8 @@ With auto-encoder loss L(v) = mean |v - D(v)|^eta:
 - convergence ``M = L(x) + |gamma * L(x) - L(G(z_G))|``;
 - with ``recon_weight`` w > 0 (Che et al. 2017's mode regulariser, not in BEGAN): G's loss
   gains ``w * mean |x - G(z_x)|``, z_x = tanh(E(x)) from an encoder E trained on the same
-  term, so that G must be able to draw every training face somewhere in z.
+  term, so that G must be able to draw every training face somewhere in z (``recon_pool``
+  p > 1: both average-pooled p x p first).
 
 ``eta``: BEGAN's authors and the facelm paper's own code use eta = 1 (pixel-mean L1);
 the paper's text writes eta = 2. The mean runs over pixels and channels.
@@ -20,6 +21,7 @@ the paper's text writes eta = 2. The mean runs over pixels and channels.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -52,7 +54,7 @@ class BEGANLoss:
 
     def __init__(self, cfg: BEGANParams, device: str | torch.device = "cpu"):
         self.gamma, self.lambda_k, self.eta = float(cfg.gamma), float(cfg.lambda_k), float(cfg.eta)
-        self.recon_weight = float(cfg.recon_weight)
+        self.recon_weight, self.recon_pool = float(cfg.recon_weight), int(cfg.recon_pool)
         self.k = torch.tensor(float(cfg.k0), device=device)
 
     def recon(self, v: torch.Tensor, v_rec: torch.Tensor) -> torch.Tensor:
@@ -83,7 +85,10 @@ class BEGANLoss:
             return G(z), None
         out = G(torch.cat([z, z_x]))
         fake, x_rec = out[:z.shape[0]], out[z.shape[0]:]
-        return fake, self.recon_weight * (x.float() - x_rec.float()).abs().mean()
+        diff = x.float() - x_rec.float()
+        if self.recon_pool > 1:
+            diff = F.avg_pool2d(diff, self.recon_pool)
+        return fake, self.recon_weight * diff.abs().mean()
 
     def __call__(self, G: nn.Module, D: nn.Module, x: torch.Tensor, z: torch.Tensor,
                  z_x: torch.Tensor | None = None
