@@ -152,7 +152,7 @@ class BEGANParams(_Section):
     ema: Optional[Float] = Field(None, gt=0, lt=1)
     # weight of mean |x - G(E(x))| in G's loss, E an encoder trained with G (Che et al. 2017's
     # mode regulariser): every training face must be reachable in z; 0: off, as the authors
-    recon_weight: Float = Field(0.0, ge=0)
+    recon_weight: Float = Field(0.1, ge=0)
     # compare x and G(E(x)) after p x p average pooling (1: pixel by pixel): the layout and
     # colours that coverage needs, leaving the fine detail to the adversarial term
     recon_pool: Literal[1, 2, 4] = 1

@@ -445,7 +445,7 @@ def test_recon_weight_trains_an_encoder_that_g_follows_and_resumes_exactly(image
     error falls, far below the same G's without the term), and a run cut at a checkpoint
     resumes to the same weights as one straight run (E and its Adam state are checkpointed).
     (40 steps of a 4-wide G learn slowly: about 0.75x the error without the term.)"""
-    cfg = tiny(steps=40, best_window=4, lr=2e-3, update=update)
+    cfg = tiny(steps=40, best_window=4, lr=2e-3, update=update, recon_weight=0.0)
     on = replace(cfg, recon_weight=1.0)
     train_began(images, cfg, tmp_path / "off", seed=0, progress=False)
     train_began(images, on, tmp_path / "on", seed=0, progress=False)

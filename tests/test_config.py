@@ -102,7 +102,7 @@ def test_paper_profile_spells_out_the_paper():
     b = paper.began
     assert (paper.dataset, paper.image_size, paper.celeba.face_detector) == ("celeba", 128, "haar")
     assert (b.width, b.z_dim, b.batch_size, b.lr, b.beta1, b.beta2, b.gamma, b.eta) == (64, 64, 16, 1e-4, 0.5, 0.999, 0.5, 2)
-    assert (b.lr_decay, b.lambda_k, b.k0) == (1.0, 0.001, 0.0)
+    assert (b.lr_decay, b.lambda_k, b.k0, b.recon_weight) == (1.0, 0.001, 0.0, 0.0)
     assert (paper.inversion.steps, paper.inversion.lr, paper.inversion.loss) == (500, 0.1, "l1")
     assert (paper.lgen.epochs, paper.lgen.batch_size, paper.lgen.lr, paper.lgen.hidden) == (1000, 16, 3e-4, [128] * 3)
 
