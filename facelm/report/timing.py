@@ -76,7 +76,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from facelm.config import BEGANParams, Params
+from facelm.config import BEGANParams, Params, replace
 
 __all__ = ["REFERENCE_IMAGES", "CALIBRATION_SECONDS", "CALIBRATION_REFERENCE", "machine",
            "machine_key", "cache_path", "eager_began_rate", "reference_speed", "stage_work",
@@ -96,6 +96,12 @@ CALIBRATION_DLIB = (300.0, 215.0)        # dlib faces/s at 128 px, all cores; re
 CALIBRATION_LGEN = (22.0, 215.0, 37_500)  # the z L-Gen alone: seconds, reference, optimiser steps
 # the inversion's encoder (init: encoder, the default's 600 steps of 32), as stage 03 prints it
 CALIBRATION_ENCODER = (51.5, 129.7)       # seconds, reference img/s (the same run)
+# the calibration run's own settings where the default has changed since (that run had no
+# mode regulariser)
+CALIBRATION_BEGAN = {"recon_weight": 0.0}
+# a BEGAN step with began.recon_weight > 0 (E on the batch, G on twice the batch) against one
+# without: 1.3-1.6x in the BEGAN loops of eleven stage-02 exps on one machine (docs/experiments.md)
+RECON_STEP_COST = 1.4
 
 
 # ------------------------------------------------------------------------------ machine
@@ -307,7 +313,8 @@ def _stage_07(p: Params) -> dict:
 _STAGES: dict[str, Callable[[Params], dict | None]] = {
     "00_detector": _stage_00, "01_preprocess": _stage_01,
     "02_began": lambda p: {"began": p.began.steps * p.began.batch_size * p.image_size ** 2
-                                    * p.began.width ** 2},
+                                    * p.began.width ** 2
+                                    * (RECON_STEP_COST if p.began.recon_weight else 1.0)},
     "03_inversion": _stage_03, "04_lgen": _stage_04, "05_results": lambda p: {},
     "06_evaluation": _stage_06, "07_augmentation": _stage_07,
 }
@@ -327,6 +334,7 @@ def _ru(seconds: float, reference: float = CALIBRATION_REFERENCE) -> float:
 def _constants() -> dict[str, float]:
     """Reference units per unit of work, fitted to :data:`CALIBRATION_SECONDS`."""
     p, t, over = Params(), CALIBRATION_SECONDS, CALIBRATION_SECONDS["05_results"]
+    p = replace(p, began=replace(p.began, **CALIBRATION_BEGAN))
     c = {"overhead": _ru(over),
          "dlib": _ru(1.0 / CALIBRATION_DLIB[0], CALIBRATION_DLIB[1]) / 128 ** 2,  # a 128 px face
          "lgen": _ru(CALIBRATION_LGEN[0], CALIBRATION_LGEN[1]) / CALIBRATION_LGEN[2],
