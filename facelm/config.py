@@ -183,7 +183,10 @@ class InversionParams(_Section):
     batch_size: Int = Field(256, gt=0)
     # start point: random (the authors') | encoder (a CNN trained on (z, G(z)) pairs)
     init: Literal["random", "encoder"] = "encoder"
-    encoder_steps: Int = Field(600, gt=0)        # Adam steps, each on fresh z and data faces
+    # E's weights before its steps: fresh (Glorot) | began (stage 02's mode-regulariser
+    # encoder, trained beside G; needs began.recon_weight > 0)
+    encoder_start: Literal["fresh", "began"] = "fresh"
+    encoder_steps: Int = Field(600, ge=0)        # Adam steps, each on fresh z and data faces
     encoder_batch_size: Int = Field(32, gt=0)    # pairs (z, G(z)) and data faces per step
     encoder_lr: Float = Field(1e-3, gt=0)        # decayed linearly to 0
     encoder_width: Int = Field(16, gt=0)
@@ -194,7 +197,10 @@ class InversionParams(_Section):
     def _rules(self) -> list[tuple[bool, str]]:
         return [(self.n_train is None or self.n_mirror <= self.n_train,
                  f"inversion.n_mirror must be <= inversion.n_train ({self.n_train}): the mirrored "
-                 f"faces are among the inverted ones (got {self.n_mirror})")]
+                 f"faces are among the inverted ones (got {self.n_mirror})"),
+                (self.encoder_steps > 0 or self.encoder_start == "began",
+                 "inversion.encoder_steps must be > 0 when inversion.encoder_start is 'fresh' "
+                 "(0 steps would leave E at its random init)")]
 
 
 class FeatureLabelParams(_Section):
@@ -328,7 +334,11 @@ class Params(_Section):
     def _rules(self) -> list[tuple[bool, str]]:
         """Rules across sections; the data's size is known up front only for the world."""
         inv, a, n = self.inversion, self.augmentation, self.world.n_train
-        rules = [(self.results.interp_face < inv.n_mirror,
+        rules = [(inv.encoder_start != "began" or (inv.init == "encoder" and self.began.recon_weight > 0),
+                  "inversion.encoder_start 'began' needs inversion.init 'encoder' and "
+                  f"began.recon_weight > 0 (stage 02 trains that encoder only then; got init "
+                  f"{inv.init!r}, recon_weight {self.began.recon_weight})"),
+                 (self.results.interp_face < inv.n_mirror,
                   f"results.interp_face must be < inversion.n_mirror ({inv.n_mirror}), the faces "
                   f"whose mirror image is inverted (got {self.results.interp_face})")]
         if self.dataset == "world":

@@ -16,7 +16,8 @@ import torch
 
 from facelm.checkpoint import load_state, load_weights, state_digest
 from facelm.config import BEGANParams, replace
-from facelm.models.began import Discriminator, Encoder, Generator, load_generator
+from facelm.models.began import (CodeEncoder, Discriminator, Encoder, Generator, load_code_encoder,
+                                 load_generator)
 from facelm.training.began import _auto, m_final, train_began
 from facelm.training.common import derive_seed, match_layout
 from facelm.training.loss import BEGANLoss
@@ -465,5 +466,16 @@ def test_recon_weight_trains_an_encoder_that_g_follows_and_resumes_exactly(image
     r = train_began(images, on, tmp_path / "cut", seed=0, progress=False)
     assert r.resumed_from == 20
     a, b = _weights(tmp_path / "on" / "generator_last.safetensors"), _weights(tmp_path / "cut" / "generator_last.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    # encoder.safetensors: the E paired with the kept G (E_best), rebuilt as a CodeEncoder,
+    # identical after the resume; a run without the term writes none
+    assert not (tmp_path / "off" / "encoder.safetensors").exists()
+    E_file = load_code_encoder(tmp_path / "on" / "encoder.safetensors", device="cpu")
+    assert isinstance(E_file, CodeEncoder)
+    E.load_state_dict(st["E_best"])
+    with torch.no_grad():
+        torch.testing.assert_close(E_file(x), torch.tanh(E(x)), rtol=0, atol=0)
+    a, b = _weights(tmp_path / "on" / "encoder.safetensors"), _weights(tmp_path / "cut" / "encoder.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)

@@ -10,8 +10,9 @@ from torch import nn
 
 from facelm.config import InversionParams, ParamsError, WorldParams, parse_params, replace
 from facelm.data.world import render_faces
-from facelm.inversion import (InversionResult, LatentEncoder, choose_mirror_faces, encode, invert, start_z,
-                              train_encoder, world_yaw, yaw_proxy)
+from facelm.inversion import (InversionResult, LatentEncoder, build_encoder, choose_mirror_faces, encode,
+                              invert, start_z, train_encoder, world_yaw, yaw_proxy)
+from facelm.models.began import CodeEncoder, Generator, load_code_encoder, save_model
 from facelm.inversion.mirror import most_turned
 from facelm.landmarks import flip_landmarks, to_5
 from facelm.tensors import to_tensor, to_uint8
@@ -281,6 +282,42 @@ def test_an_encoder_with_a_random_start_is_refused():
     E = train_encoder(G, _enc_cfg(encoder_steps=1), seed=0)
     with pytest.raises(ValueError, match="inversion.init"):
         invert(G, imgs, _cfg(), seed=0, encoder=E, progress=False)
+
+
+def test_build_encoder_starts_from_stage_02s_encoder(tmp_path):
+    """encoder_start began: E is stage 02's encoder.safetensors as it is (0 steps) or adapted
+    by encoder_steps more (the file is left alone); a missing file names its path."""
+    G, E0 = Generator(32, 4, 64, seed=1), CodeEncoder(32, 4, 64, seed=2)
+    save_model(tmp_path / "encoder.safetensors", E0)
+    imgs, _ = _faces(G, 6)
+    x = to_tensor(imgs, "cpu")
+    cfg = _enc_cfg(encoder_start="began", encoder_steps=0, encoder_batch_size=4)
+    same = build_encoder(G, cfg, seed=0, images=imgs, began_dir=tmp_path)
+    torch.testing.assert_close(encode(same, x), encode(E0, x), rtol=0, atol=0)
+    tuned = build_encoder(G, replace(cfg, encoder_steps=3), seed=0, images=imgs, began_dir=tmp_path)
+    assert isinstance(tuned, CodeEncoder) and not tuned.training
+    assert not torch.equal(encode(tuned, x), encode(E0, x))
+    reread = load_code_encoder(tmp_path / "encoder.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(reread.state_dict().values(), E0.state_dict().values()))
+    fresh = build_encoder(G, _enc_cfg(encoder_steps=2, encoder_batch_size=4), seed=0, images=imgs,
+                          began_dir=tmp_path / "nowhere")
+    assert isinstance(fresh, LatentEncoder)
+    assert build_encoder(G, _cfg(), seed=0, images=imgs, began_dir=tmp_path) is None  # init random
+    with pytest.raises(FileNotFoundError, match="nowhere/encoder.safetensors"):
+        build_encoder(G, cfg, seed=0, images=imgs, began_dir=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="build_encoder"):
+        invert(G, imgs, cfg, seed=0, progress=False)
+
+
+@pytest.mark.parametrize("section, match", [
+    ({"inversion": {"encoder_steps": 0}}, "inversion.encoder_steps"),
+    ({"inversion": {"encoder_start": "began"}, "began": {"recon_weight": 0.0}}, "began.recon_weight"),
+    ({"inversion": {"encoder_start": "began", "init": "random"}}, "inversion.encoder_start"),
+])
+def test_encoder_start_settings_are_checked_before_any_work(section, match):
+    with pytest.raises(ParamsError, match=match):
+        parse_params(section)
+    assert parse_params({"inversion": {"encoder_start": "began", "encoder_steps": 0}}).inversion.encoder_steps == 0
 
 
 # ------------------------------------------------------------------ the landmark term

@@ -10,11 +10,17 @@ also learns from the data faces themselves, through G, with the inversion's own 
 face's layout (pose, where the eyes and mouth are); Adam refines it. At 32 px and width 16,
 200 steps train in about 15 s of one CPU core. The default trains 600 and refines for 30:
 on the default generator that matches 200 + 60 in geometry at about 2/3 of the time.
+
+With ``inversion.encoder_start: began`` E starts instead from the encoder stage 02 trained
+beside G (the mode regulariser, ``began.recon_weight``: G had to turn its codes back into
+every training face), and ``encoder_steps`` more steps (0: none) adapt it to the kept G.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,10 +29,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from facelm.config import BEGANParams, InversionParams
+from facelm.models.began import load_code_encoder
 from facelm.models.common import glorot_init_
 from facelm.tensors import pick_device, to_tensor
 
-__all__ = ["LatentEncoder", "encode", "eval_mode", "train_encoder"]
+__all__ = ["LatentEncoder", "build_encoder", "encode", "eval_mode", "train_encoder"]
 
 
 @contextmanager
@@ -102,8 +109,9 @@ def train_encoder(
     images: np.ndarray | None = None,  # uint8 [N, S, S, 3] data faces (may be a memmap); None: pairs only
     device: str | torch.device | None = None,  # None: the device of G's parameters
     progress: bool = False,
-) -> LatentEncoder:
-    """Train a `LatentEncoder` on fresh pairs (z, G(z)) and, if given, on data faces.
+    start: nn.Module | None = None,    # x -> z in (-1, 1) to start from (copied); None: a fresh E
+) -> nn.Module:
+    """Train an encoder on fresh pairs (z, G(z)) and, if given, on data faces.
 
     ``cfg.encoder_steps`` Adam steps (lr ``cfg.encoder_lr``, linearly decayed to zero over
     the run). Each step draws a new batch of ``cfg.encoder_batch_size`` z and minimises the
@@ -112,15 +120,22 @@ def train_encoder(
     faces x (with replacement) and adds that weight times the inversion's loss (``cfg.loss``)
     of G(E(x)) against x. G is used in eval mode, frozen and unchanged. The z and the face
     draws come from one CPU generator seeded with ``seed``, and E's weights from ``seed`` too,
-    so equal inputs give equal encoders (bit-exact on CPU with equal thread counts). Returns
-    E in eval mode on G's device.
+    so equal inputs give equal encoders (bit-exact on CPU with equal thread counts). E is a
+    fresh `LatentEncoder` (``cfg.encoder_width``, weights from ``seed``), or a copy of ``start``
+    (``start`` itself is left unchanged); with ``cfg.encoder_steps`` 0 that copy is returned as it
+    is. Returns E in eval mode on G's device.
     """
     params = list(G.parameters())
     dev = pick_device(device) if device is not None or not params else params[0].device
     z_dim = int(getattr(G, "z_dim", BEGANParams().z_dim))
     with eval_mode(G), torch.no_grad():
         size = int(G(torch.zeros(1, z_dim, device=dev)).shape[-1])
-    E = LatentEncoder(size, cfg.encoder_width, z_dim, seed=seed).to(dev)
+    if start is None:
+        E: nn.Module = LatentEncoder(size, cfg.encoder_width, z_dim, seed=seed).to(dev)
+    else:
+        E = copy.deepcopy(start).to(dev)
+    if cfg.encoder_steps == 0:
+        return E.eval()
     opt = torch.optim.Adam(E.parameters(), lr=cfg.encoder_lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / cfg.encoder_steps)
     gen = torch.Generator().manual_seed(seed)
@@ -147,3 +162,29 @@ def train_encoder(
             opt.step()
             sched.step()
     return E.eval()
+
+
+def build_encoder(
+    G: nn.Module,
+    cfg: InversionParams,
+    *,
+    seed: int,
+    images: np.ndarray | None,
+    began_dir: str | Path,             # stage 02's folder (encoder.safetensors, for encoder_start began)
+    progress: bool = False,
+) -> nn.Module | None:
+    """The inversion's start encoder as stage 03 builds it: None for ``cfg.init`` "random";
+    else `train_encoder` from a fresh E or, with ``cfg.encoder_start`` "began", from
+    ``began_dir/encoder.safetensors`` (stage 02's mode-regulariser encoder)."""
+    if cfg.init == "random":
+        return None
+    start = None
+    if cfg.encoder_start == "began":
+        path = Path(began_dir) / "encoder.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"inversion.encoder_start is 'began' but {path} does not exist: stage 02 writes it "
+                f"only with began.recon_weight > 0 (run `dvc repro 02_began`)")
+        params = list(G.parameters())
+        start = load_code_encoder(path, params[0].device if params else None)
+    return train_encoder(G, cfg, seed=seed, images=images, start=start, progress=progress)

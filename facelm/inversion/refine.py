@@ -267,6 +267,9 @@ def invert(
     if encoder is not None and cfg.init != "encoder":
         raise ValueError(f"an encoder was passed but inversion.init is {cfg.init!r}; set it to 'encoder'")
     if cfg.init == "encoder" and encoder is None:
+        if cfg.encoder_start == "began":
+            raise ValueError("inversion.encoder_start is 'began': pass encoder=build_encoder(...) "
+                             "(it reads stage 02's encoder.safetensors)")
         encoder = train_encoder(G, cfg, seed=seed, images=images, device=dev, progress=progress)
     n = len(images)
     res = InversionResult(out, np.zeros(n, np.float32), np.zeros(n, np.float32),

@@ -30,8 +30,8 @@ from facelm.checkpoint import load_weights, save_weights
 from facelm.models.common import glorot_init_, unwrap
 from facelm.tensors import pick_device
 
-__all__ = ["SIZES", "Generator", "Discriminator", "Encoder", "save_model", "load_generator",
-           "load_discriminator"]
+__all__ = ["SIZES", "Generator", "Discriminator", "Encoder", "CodeEncoder", "save_model",
+           "load_generator", "load_discriminator", "load_code_encoder"]
 
 SIZES = (32, 64, 128)
 _FORMAT = 1  # bump when the parameter layout changes
@@ -169,18 +169,39 @@ class Discriminator(nn.Module):
         return _config(self)
 
 
+class CodeEncoder(Encoder):
+    """The mode regulariser's encoder (``began.recon_weight`` > 0): x -> z in (-1, 1).
+
+    D's encoder architecture with a tanh on its output, so its codes lie in the cube G is
+    trained on. Stage 02 trains it beside G (G must turn E(x) back into x) and saves the one
+    paired with the kept G; the inversion may start from it (``inversion.encoder_start``).
+    """
+
+    def __init__(self, size: int, width: int, z_dim: int, seed: int = 0):
+        super().__init__(size, width, z_dim)
+        self.width, self.z_dim = width, z_dim
+        glorot_init_(self, seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(super().forward(x))
+
+    def config(self) -> dict[str, int]:
+        """Constructor arguments that rebuild this architecture."""
+        return _config(self)
+
+
 def _config(model: nn.Module) -> dict[str, int]:
     # "skip" only when on, so files of the authors' architecture keep their exact bytes
     cfg = {"size": model.size, "width": model.width, "z_dim": model.z_dim}
-    return {**cfg, "skip": True} if model.skip else cfg
+    return {**cfg, "skip": True} if getattr(model, "skip", False) else cfg
 
 
-_KINDS = {"Generator": Generator, "Discriminator": Discriminator}
+_KINDS = {"Generator": Generator, "Discriminator": Discriminator, "CodeEncoder": CodeEncoder}
 
 
 def save_model(path: str | os.PathLike, model: nn.Module,
                metadata: Mapping[str, Any] | None = None) -> Path:
-    """Save a Generator/Discriminator as safetensors; its constructor args go in metadata.
+    """Save a Generator/Discriminator/CodeEncoder as safetensors; its constructor args go in metadata.
 
     ``metadata``: extra JSON-serialisable facts to store (e.g. training step, M).
     Wrapped models (DDP, torch.compile) are unwrapped first.
@@ -188,7 +209,7 @@ def save_model(path: str | os.PathLike, model: nn.Module,
     model = unwrap(model)
     kind = type(model).__name__
     if kind not in _KINDS:
-        raise ValueError(f"model must be a Generator or Discriminator, got {kind}")
+        raise ValueError(f"model must be one of {sorted(_KINDS)}, got {kind}")
     meta = {**(metadata or {}), "kind": kind, "format": _FORMAT, **model.config()}
     return save_weights(path, model.state_dict(), meta)
 
@@ -200,7 +221,7 @@ def _load(path: str | os.PathLike, kind: str, device: str | torch.device | None)
     if meta.get("format") != _FORMAT:
         raise ValueError(f"{path} has format {meta.get('format')!r}, expected {_FORMAT}")
     model = _KINDS[kind](size=meta["size"], width=meta["width"], z_dim=meta["z_dim"],
-                         skip=bool(meta.get("skip", False)))
+                         **({"skip": True} if meta.get("skip") else {}))
     model.load_state_dict(state)
     return model.to(pick_device(device)).eval()
 
@@ -215,3 +236,9 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device | Non
                        ) -> Discriminator:
     """Rebuild a :class:`Discriminator` from a file written by :func:`save_model`."""
     return _load(path, "Discriminator", device)  # type: ignore[return-value]
+
+
+def load_code_encoder(path: str | os.PathLike, device: str | torch.device | None = None
+                      ) -> CodeEncoder:
+    """Rebuild a :class:`CodeEncoder` from a file written by :func:`save_model`."""
+    return _load(path, "CodeEncoder", device)  # type: ignore[return-value]

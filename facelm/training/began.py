@@ -125,7 +125,9 @@ def train_began(
 
     Files: ``generator.safetensors`` (G of the best M window; with ``cfg.ema``, the moving
     average of G's weights at that window's end), ``generator_last.safetensors`` (the trained G),
-    ``discriminator.safetensors`` (final D), ``checkpoint/state.pt`` (full training state,
+    ``discriminator.safetensors`` (final D), with ``cfg.recon_weight`` > 0
+    ``encoder.safetensors`` (the mode regulariser's E as it was when G_best was kept; a
+    `CodeEncoder`), ``checkpoint/state.pt`` (full training state,
     every ``cfg.checkpoint_every`` steps and at the end).
 
     Resume: if ``checkpoint/state.pt`` exists and its config hash equals this call's
@@ -234,11 +236,16 @@ def _finish(run: BEGANRun, emit: Callable[[str, dict], None], seconds: float,
     if run.best_step is None:  # no full window yet: the final G, judged on all its steps
         run.best_M, run.best_step = float(h[:step, 5].mean()), step
         run.G_best.load_state_dict(run.G_ema.state_dict())
+        if run.E is not None:
+            run.E_best.load_state_dict(run.E.state_dict())
     if d.is_main:
         save_model(run.out_dir / "generator.safetensors", run.G_best,
                    {"step": run.best_step, "M": run.best_M, "role": "best"})
         save_model(run.out_dir / "generator_last.safetensors", run.G, {"step": step, "role": "last"})
         save_model(run.out_dir / "discriminator.safetensors", run.D, {"step": step, "role": "last"})
+        if run.E is not None:  # the mode regulariser's encoder, paired with G_best
+            save_model(run.out_dir / "encoder.safetensors", run.E_best,
+                       {"step": run.best_step, "role": "best"})
         if cfg.sample_every and step % cfg.sample_every != 0:
             emit("sample", {"step": step, "images": run.sample()})
     digest = state_digest(run.G.state_dict(), run.D.state_dict())

@@ -8,6 +8,7 @@ change it only on purpose.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from facelm.checkpoint import config_hash
 from facelm.config import BEGANParams
-from facelm.models.began import Discriminator, Encoder, Generator
+from facelm.models.began import CodeEncoder, Discriminator, Generator
 from facelm.models.common import glorot_init_
 from facelm.tensors import sample_z, to_tensor, to_uint8
 from facelm.training.common import (Distributed, all_reduce_mean, array_fingerprint,
@@ -106,10 +107,12 @@ class BEGANRun:
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
         # began.recon_weight: the encoder E whose codes G must turn back into the batch
-        self.E: Encoder | None = None
+        # and E_best, the copy paired with G_best (the inversion's start, stage 03)
+        self.E: CodeEncoder | None = None
         if cfg.recon_weight:
-            self.E = Encoder(s, w, zd).to(dev, memory_format=self.fmt)
-            glorot_init_(self.E, derive_seed(seed, 5))
+            # init after the move: filling a channels_last weight draws its values in another order
+            self.E = glorot_init_(CodeEncoder(s, w, zd).to(dev, memory_format=self.fmt), derive_seed(seed, 5))
+            self.E_best = copy.deepcopy(self.E)  # a copy draws no init from the global RNG
             self.opt_E = torch.optim.Adam(self.E.parameters(), **adam)
         self.sampler = EpochSampler(images.shape[0], cfg.batch_size, derive_seed(seed, 3, d.rank))
         self.zgen = torch.Generator().manual_seed(derive_seed(seed, 4, d.rank))
@@ -138,6 +141,7 @@ class BEGANRun:
                 self.G_ema.load_state_dict(st["G_ema"])
             if self.E is not None:
                 self.E.load_state_dict(st["E"])
+                self.E_best.load_state_dict(st["E_best"])
             for opt, key in self._optimisers():
                 opt.load_state_dict(st[key])
                 match_layout(opt)
@@ -205,7 +209,7 @@ class BEGANRun:
         if self.cfg.update == "joint":
             z = self.draw_z()
             with autocast:
-                z_x = torch.tanh(self.E_train(x)) if self.E is not None else None
+                z_x = self.E_train(x) if self.E is not None else None
                 objective, L_real, L_fake, _ = loss(self.G_train, self.D_train, x, z, z_x)
             objective.backward()
             for opt in opts:
@@ -221,7 +225,7 @@ class BEGANRun:
             self.opt_D.step()
             trained = list(self.G.parameters())  # D's grads are not needed here
             with autocast:
-                z_x = torch.tanh(self.E_train(x)) if self.E is not None else None
+                z_x = self.E_train(x) if self.E is not None else None
                 fake_G, L_recon = loss.draw(self.G_train, z_G, x, z_x)
                 L_fake = loss.g_loss(self.D_run, fake_G)
             if L_recon is None:
@@ -268,6 +272,8 @@ class BEGANRun:
         if window_M < self.best_M:
             self.best_M, self.best_step = window_M, self.step
             self.G_best.load_state_dict(self.G_ema.state_dict())
+            if self.E is not None:
+                self.E_best.load_state_dict(self.E.state_dict())
             emit("best", {"step": self.step, "M": window_M})
 
     def checkpoint(self, emit: Emit, seconds: float) -> None:
@@ -283,7 +289,8 @@ class BEGANRun:
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "G_best": self.G_best.state_dict(),
             **({"G_ema": self.G_ema.state_dict()} if self.cfg.ema else {}),
-            **({"E": self.E.state_dict()} if self.E is not None else {}),
+            **({"E": self.E.state_dict(), "E_best": self.E_best.state_dict()}
+               if self.E is not None else {}),
             **{key: opt.state_dict() for opt, key in self._optimisers()},
             "k": self.loss.k.detach().cpu(),
             "history": torch.from_numpy(self.history[:self.step].copy()),
