@@ -182,6 +182,19 @@ def _check(G: nn.Module, images: np.ndarray, seed: int, first_index: int, device
     return dev, z_dim, out
 
 
+def _start_encoder(G: nn.Module, images: np.ndarray, cfg: InversionParams, encoder: nn.Module | None,
+                   seed: int, dev: torch.device, progress: bool) -> nn.Module | None:
+    """The encoder `invert` starts from: the one given, one trained here, or None (random)."""
+    if encoder is not None and cfg.init != "encoder":
+        raise ValueError(f"an encoder was passed but inversion.init is {cfg.init!r}; set it to 'encoder'")
+    if cfg.init == "encoder" and encoder is None:
+        if cfg.encoder_start == "began":
+            raise ValueError("inversion.encoder_start is 'began': pass encoder=build_encoder(...) "
+                             "(it reads stage 02's encoder.safetensors)")
+        encoder = train_encoder(G, cfg, seed=seed, images=images, device=dev, progress=progress)
+    return encoder
+
+
 def invert(
     G: nn.Module,
     images: np.ndarray,                     # uint8 [N, H, W, 3], may be a memmap
@@ -264,13 +277,7 @@ def invert(
     if cfg.landmark_weight > 0 and judge is None:
         raise ValueError(f"inversion.landmark_weight is {cfg.landmark_weight} but no judge was "
                          f"passed; pass judge= (a landmark detector) or set landmark_weight 0")
-    if encoder is not None and cfg.init != "encoder":
-        raise ValueError(f"an encoder was passed but inversion.init is {cfg.init!r}; set it to 'encoder'")
-    if cfg.init == "encoder" and encoder is None:
-        if cfg.encoder_start == "began":
-            raise ValueError("inversion.encoder_start is 'began': pass encoder=build_encoder(...) "
-                             "(it reads stage 02's encoder.safetensors)")
-        encoder = train_encoder(G, cfg, seed=seed, images=images, device=dev, progress=progress)
+    encoder = _start_encoder(G, images, cfg, encoder, seed, dev, progress)
     n = len(images)
     res = InversionResult(out, np.zeros(n, np.float32), np.zeros(n, np.float32),
                           np.zeros(n, np.int32), np.zeros(n, np.int32))
