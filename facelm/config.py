@@ -185,8 +185,8 @@ class InversionParams(_Section):
     init: Literal["random", "encoder"] = "encoder"
     # E's weights before its steps: fresh (Glorot) | began (stage 02's mode-regulariser
     # encoder, trained beside G; needs began.recon_weight > 0)
-    encoder_start: Literal["fresh", "began"] = "fresh"
-    encoder_steps: Int = Field(600, ge=0)        # Adam steps, each on fresh z and data faces
+    encoder_start: Literal["fresh", "began"] = "began"
+    encoder_steps: Int = Field(0, ge=0)          # Adam steps, each on fresh z and data faces
     encoder_batch_size: Int = Field(32, gt=0)    # pairs (z, G(z)) and data faces per step
     encoder_lr: Float = Field(1e-3, gt=0)        # decayed linearly to 0
     encoder_width: Int = Field(16, gt=0)
@@ -334,10 +334,13 @@ class Params(_Section):
     def _rules(self) -> list[tuple[bool, str]]:
         """Rules across sections; the data's size is known up front only for the world."""
         inv, a, n = self.inversion, self.augmentation, self.world.n_train
-        rules = [(inv.encoder_start != "began" or (inv.init == "encoder" and self.began.recon_weight > 0),
-                  "inversion.encoder_start 'began' needs inversion.init 'encoder' and "
-                  f"began.recon_weight > 0 (stage 02 trains that encoder only then; got init "
-                  f"{inv.init!r}, recon_weight {self.began.recon_weight})"),
+        # encoder_start only matters with an encoder start (init random ignores it, as it
+        # ignores every encoder_* key)
+        rules = [(inv.init != "encoder" or inv.encoder_start != "began" or self.began.recon_weight > 0,
+                  "inversion.encoder_start 'began' needs began.recon_weight > 0 (stage 02 trains "
+                  f"that encoder only then; got recon_weight {self.began.recon_weight}): set "
+                  "inversion.encoder_start: fresh and inversion.encoder_steps: 600 to train one "
+                  "from scratch"),
                  (self.results.interp_face < inv.n_mirror,
                   f"results.interp_face must be < inversion.n_mirror ({inv.n_mirror}), the faces "
                   f"whose mirror image is inverted (got {self.results.interp_face})")]

@@ -219,7 +219,7 @@ def test_bad_settings_are_refused_by_the_config(key, value):
 # ------------------------------------------------------------------ encoder start point
 def _enc_cfg(**changes) -> InversionParams:
     """A tiny, fast encoder: 8x8 images, width 4, a few dozen steps."""
-    return _cfg(**{"init": "encoder", "encoder_steps": 60, "encoder_batch_size": 16, "encoder_width": 4,
+    return _cfg(**{"init": "encoder", "encoder_start": "fresh", "encoder_steps": 60, "encoder_batch_size": 16, "encoder_width": 4,
                    "encoder_lr": 3e-3, "restart_threshold": None, **changes})
 
 
@@ -310,14 +310,21 @@ def test_build_encoder_starts_from_stage_02s_encoder(tmp_path):
 
 
 @pytest.mark.parametrize("section, match", [
-    ({"inversion": {"encoder_steps": 0}}, "inversion.encoder_steps"),
-    ({"inversion": {"encoder_start": "began"}, "began": {"recon_weight": 0.0}}, "began.recon_weight"),
-    ({"inversion": {"encoder_start": "began", "init": "random"}}, "inversion.encoder_start"),
+    ({"inversion": {"encoder_start": "fresh", "encoder_steps": 0}}, "inversion.encoder_steps"),
+    ({"began": {"recon_weight": 0.0}}, "inversion.encoder_start: fresh"),  # the default start
 ])
 def test_encoder_start_settings_are_checked_before_any_work(section, match):
     with pytest.raises(ParamsError, match=match):
         parse_params(section)
-    assert parse_params({"inversion": {"encoder_start": "began", "encoder_steps": 0}}).inversion.encoder_steps == 0
+    assert parse_params({}).inversion.encoder_steps == 0  # the default: stage 02's E as it is
+    # init random ignores encoder_start, so the paper's profile (no regulariser) needs no change
+    assert parse_params({"began": {"recon_weight": 0.0}, "inversion": {"init": "random"}})
+
+
+def test_a_fresh_encoder_needs_steps():
+    """The config refuses fresh + 0 steps; train_encoder itself refuses 0 steps without a start."""
+    with pytest.raises(ValueError, match="needs a start encoder"):
+        train_encoder(RowwiseG(), _enc_cfg(encoder_start="began", encoder_steps=0), seed=0)
 
 
 # ------------------------------------------------------------------ the landmark term

@@ -18,7 +18,7 @@ import torch
 
 from facelm.config import load_params, replace
 from facelm.data.faceset import load_split
-from facelm.inversion import invert, train_encoder
+from facelm.inversion import build_encoder, invert
 from facelm.landmarks import nme
 from facelm.models.began import load_generator
 from facelm.models.detector import load_detector, predict_landmarks
@@ -44,7 +44,8 @@ if __name__ == "__main__":
     size = params.evaluation.dlib_size
     print("on the data faces: judge NME %.4f, dlib NME %.4f (found %.3f)"
           % (nme(predict_landmarks(judge, faces), truth).mean(), *dlib_nme(faces, truth, size)))
-    E = train_encoder(G, params.inversion, seed=params.seed, images=fit_faces, progress=False)
+    E = build_encoder(G, params.inversion, seed=params.seed, images=fit_faces,
+                      began_dir=root / "data" / "began")
     for w in [float(a) for a in sys.argv[1].split(",")]:
         t0 = time.perf_counter()
         r = invert(G, faces, replace(params.inversion, landmark_weight=w), seed=params.seed,

@@ -12,13 +12,14 @@ data/faces); key=value pairs override the inversion section.
 """
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from facelm.config import load_params, replace
 from facelm.data.faceset import load_split
-from facelm.inversion import invert, train_encoder
+from facelm.inversion import build_encoder, invert
 from facelm.landmarks import nme
 from facelm.models.began import load_generator
 from facelm.models.detector import load_detector, predict_landmarks
@@ -42,7 +43,7 @@ if __name__ == "__main__":
     for es in encoder_steps:
         cfg = replace(base, encoder_steps=es, **overrides)
         t0 = time.perf_counter()
-        E = train_encoder(G, cfg, seed=params.seed, images=fit_faces)
+        E = build_encoder(G, cfg, seed=params.seed, images=fit_faces, began_dir=Path(sys.argv[1]).parent)
         t_enc = time.perf_counter() - t0
         for steps in adam_steps:
             t0 = time.perf_counter()

@@ -125,6 +125,9 @@ def train_encoder(
     (``start`` itself is left unchanged); with ``cfg.encoder_steps`` 0 that copy is returned as it
     is. Returns E in eval mode on G's device.
     """
+    if start is None and cfg.encoder_steps == 0:
+        raise ValueError("train_encoder: encoder_steps 0 needs a start encoder (a fresh E would "
+                         "stay at its random init); encoder_start 'began' is built by build_encoder")
     params = list(G.parameters())
     dev = pick_device(device) if device is not None or not params else params[0].device
     z_dim = int(getattr(G, "z_dim", BEGANParams().z_dim))

@@ -78,8 +78,8 @@ import torch
 
 from facelm.config import BEGANParams, Params, replace
 
-__all__ = ["REFERENCE_IMAGES", "CALIBRATION_SECONDS", "CALIBRATION_REFERENCE", "machine",
-           "machine_key", "cache_path", "eager_began_rate", "reference_speed", "stage_work",
+__all__ = ["REFERENCE_IMAGES", "CALIBRATION_SECONDS", "CALIBRATION_REFERENCE", "calibration_params",
+           "machine", "machine_key", "cache_path", "eager_began_rate", "reference_speed", "stage_work",
            "expected_units", "expected_seconds", "format_duration", "format_plan",
            "format_actual", "plan_stage", "note_in_report"]
 
@@ -94,11 +94,12 @@ CALIBRATION_REFERENCE = 129.7    # reference img/s measured at the start of that
 # terms timed apart from the default run (the first calibration, at a reference of 215 img/s):
 CALIBRATION_DLIB = (300.0, 215.0)        # dlib faces/s at 128 px, all cores; reference img/s
 CALIBRATION_LGEN = (22.0, 215.0, 37_500)  # the z L-Gen alone: seconds, reference, optimiser steps
-# the inversion's encoder (init: encoder, the default's 600 steps of 32), as stage 03 prints it
-CALIBRATION_ENCODER = (51.5, 129.7)       # seconds, reference img/s (the same run)
+# a fresh inversion encoder (init: encoder, 600 steps of 32), as stage 03 prints it
+CALIBRATION_ENCODER = (51.5, 129.7, 600)  # seconds, reference img/s (the same run), steps
 # the calibration run's own settings where the default has changed since (that run had no
-# mode regulariser)
-CALIBRATION_BEGAN = {"recon_weight": 0.0}
+# mode regulariser, and stage 03 trained a fresh encoder)
+CALIBRATION_SETTINGS = {"began": {"recon_weight": 0.0},
+                        "inversion": {"encoder_start": "fresh", "encoder_steps": 600}}
 # a BEGAN step with began.recon_weight > 0 (E on the batch, G on twice the batch) against one
 # without: 1.3-1.6x in the BEGAN loops of eleven stage-02 exps on one machine (docs/experiments.md)
 RECON_STEP_COST = 1.4
@@ -330,15 +331,23 @@ def _ru(seconds: float, reference: float = CALIBRATION_REFERENCE) -> float:
     return seconds * reference / REFERENCE_IMAGES
 
 
+def calibration_params() -> Params:
+    """The settings of the run :data:`CALIBRATION_SECONDS` was timed on: the defaults with
+    :data:`CALIBRATION_SETTINGS` applied."""
+    p = Params()
+    return replace(p, **{k: replace(getattr(p, k), **v) for k, v in CALIBRATION_SETTINGS.items()})
+
+
 @functools.lru_cache(maxsize=1)
 def _constants() -> dict[str, float]:
     """Reference units per unit of work, fitted to :data:`CALIBRATION_SECONDS`."""
-    p, t, over = Params(), CALIBRATION_SECONDS, CALIBRATION_SECONDS["05_results"]
-    p = replace(p, began=replace(p.began, **CALIBRATION_BEGAN))
+    p, t, over = calibration_params(), CALIBRATION_SECONDS, CALIBRATION_SECONDS["05_results"]
+    fresh = replace(p, inversion=replace(p.inversion, encoder_start="fresh",
+                                         encoder_steps=CALIBRATION_ENCODER[2]))
     c = {"overhead": _ru(over),
          "dlib": _ru(1.0 / CALIBRATION_DLIB[0], CALIBRATION_DLIB[1]) / 128 ** 2,  # a 128 px face
          "lgen": _ru(CALIBRATION_LGEN[0], CALIBRATION_LGEN[1]) / CALIBRATION_LGEN[2],
-         "encoder": _ru(*CALIBRATION_ENCODER) / stage_work("03_inversion", p)["encoder"]}
+         "encoder": _ru(*CALIBRATION_ENCODER[:2]) / stage_work("03_inversion", fresh)["encoder"]}
 
     def fit(term: str, stage: str) -> None:
         """The stage's time above the overhead and its already known terms is this term's."""
