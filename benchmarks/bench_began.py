@@ -9,7 +9,8 @@ D(G(z).detach()) and D(G(z)), two backward passes (the second also computes D gr
 throws away), k_t read back to the host every step. At 32 px, width 16 it is the project's
 machine-speed reference.
 facelm is `train_began` itself (batch sampling and stats included) timed from its "step"
-callbacks after a warm-up. Numbers are training images per second (batch 16, one process).
+callbacks after a warm-up, with config.py's defaults (the mode regulariser on) unless a row
+says otherwise. Numbers are training images per second (batch 16, one process).
 """
 from __future__ import annotations
 
@@ -91,6 +92,14 @@ def main() -> None:
                 ips = facelm_images_per_s(images, size, width, 16, device, warmup, steps,
                                           update=update)
                 row(label, f"facelm {update}", ips, ref)
+            # not the default on CPU: faster where the CPU has bf16 units, but on an AMX Xeon
+            # its G lost dlib's faces (docs/experiments.md, "bf16 autocast on a CPU")
+            ips = facelm_images_per_s(images, size, width, 16, device, warmup, steps, bf16=True)
+            row(label, "facelm joint, bf16 autocast", ips, ref)
+            if name == "default":
+                ips = facelm_images_per_s(images, size, width, 16, device, warmup, steps,
+                                          recon_weight=0.0)
+                row(label, "facelm joint, no mode regulariser", ips, ref)
     else:
         size, width, warmup, steps = 128, 64, 50, a.steps or 300
         label = f"paper ({size} px, w{width}, b16)"

@@ -14,8 +14,8 @@ another file). ``benchmarks/run.py`` prints the same number first, as its machin
 ``REFERENCE_IMAGES / reference`` seconds (16,000 images; 74 s at 215 img/s). A stage's
 cost in ru is the same on every machine, up to how differently machines run different
 kernels; its expected seconds are ``ru * REFERENCE_IMAGES / reference``. The default
-``params.yaml`` costs about 10.0 ru in all (02_began 4.9, 03_inversion 1.9,
-07_augmentation 1.8, 04_lgen 0.8, the rest 0.7): 10 min at 263 img/s, 31 min at 85 img/s.
+``params.yaml`` costs about 12.6 ru in all (02_began 7.2, 07_augmentation 2.0,
+03_inversion 1.8, 04_lgen 0.9, the rest 0.8): 15.2 min at 220 img/s, 39 min at 85 img/s.
 
 **Cost model.** A stage costs ``overhead + sum(c_term * work_term)`` ru, where each work is
 a count from the parameters (``px`` = image_size², ``w`` = a network's width):
@@ -87,19 +87,20 @@ REFERENCE_IMAGES = 16_000  # one reference unit: 1,000 reference steps of batch 
 REFERENCE_CONFIG = {"size": 32, "width": 16, "batch": 16}
 CACHE_ENV = "FACELM_SPEED_CACHE"
 # papermill durations of the default params.yaml on the development machine (seconds)
-CALIBRATION_SECONDS = {"00_detector": 47.1, "01_preprocess": 13.0, "02_began": 600.6,
-                       "03_inversion": 234.0, "04_lgen": 94.6, "05_results": 4.7,
-                       "06_evaluation": 18.5, "07_augmentation": 221.5}
-CALIBRATION_REFERENCE = 129.7    # reference img/s measured at the start of that run (2026-12-03)
+CALIBRATION_SECONDS = {"00_detector": 29.4, "01_preprocess": 8.4, "02_began": 519.8,
+                       "03_inversion": 132.4, "04_lgen": 61.9, "05_results": 3.2,
+                       "06_evaluation": 13.0, "07_augmentation": 141.9}
+# reference img/s measured right after that run (b8ab044, 2026-12-04, Intel Xeon, 2 cores)
+CALIBRATION_REFERENCE = 220.6
 # terms timed apart from the default run (the first calibration, at a reference of 215 img/s):
 CALIBRATION_DLIB = (300.0, 215.0)        # dlib faces/s at 128 px, all cores; reference img/s
 CALIBRATION_LGEN = (22.0, 215.0, 37_500)  # the z L-Gen alone: seconds, reference, optimiser steps
-# a fresh inversion encoder (init: encoder, 600 steps of 32), as stage 03 prints it
-CALIBRATION_ENCODER = (51.5, 129.7, 600)  # seconds, reference img/s (the same run), steps
-# the calibration run's own settings where the default has changed since (that run had no
-# mode regulariser, and stage 03 trained a fresh encoder)
-CALIBRATION_SETTINGS = {"began": {"recon_weight": 0.0},
-                        "inversion": {"encoder_start": "fresh", "encoder_steps": 600}}
+# a fresh inversion encoder (init: encoder, 600 steps of 32), as stage 03 printed it in the
+# default run of 790d16a (2026-12-03), whose stage 03 still trained one
+CALIBRATION_ENCODER = (51.5, 129.7, 600)  # seconds, reference img/s of that run, steps
+# the calibration run's own settings where the default has changed since (none: it ran the
+# default of b8ab044)
+CALIBRATION_SETTINGS: dict[str, dict] = {}
 # a BEGAN step with began.recon_weight > 0 (E on the batch, G on twice the batch) against one
 # without: 1.3-1.6x in the BEGAN loops of eleven stage-02 exps on one machine (docs/experiments.md)
 RECON_STEP_COST = 1.4
