@@ -104,7 +104,9 @@ def setting_params(name: str, smoke: bool = False) -> Params:
     if name == "default64":
         over: dict[str, Any] = {"image_size": 64}
     elif name == "paper128":
-        over = {"image_size": 128, "began": read_params_file(PAPER)["began"]}
+        # the paper's BEGAN has no mode regulariser, so no encoder of stage 02 to start from
+        over = {"image_size": 128, "began": read_params_file(PAPER)["began"],
+                "inversion": {"encoder_start": "fresh", "encoder_steps": 600}}
     else:
         raise ValueError(f"unknown setting {name!r} (choose from {SETTINGS})")
     if smoke:  # the path, not the numbers: a model a CPU steps through in milliseconds
