@@ -26,6 +26,9 @@ MAX_BEGAN_STEPS = 10**7  # the BEGAN trainer keeps a history row of 7 float32 pe
 # began.compile "auto" compiles on CPU from this many steps: inductor's first compile of G
 # and D takes ~15-40 s on 2 cores and pays back after ~1,200 steps at 32 px (benchmarks/run.py)
 COMPILE_MIN_STEPS = 2000
+# the inversion's start where stage 02 trains no encoder (began.recon_weight 0): a fresh one,
+# 600 steps (the default before 2026-12-04; measured: params.yaml, docs/experiments.md)
+FRESH_ENCODER = {"encoder_start": "fresh", "encoder_steps": 600}
 ALL = "use null for all"
 
 
@@ -339,8 +342,8 @@ class Params(_Section):
         rules = [(inv.init != "encoder" or inv.encoder_start != "began" or self.began.recon_weight > 0,
                   "inversion.encoder_start 'began' needs began.recon_weight > 0 (stage 02 trains "
                   f"that encoder only then; got recon_weight {self.began.recon_weight}): set "
-                  "inversion.encoder_start: fresh and inversion.encoder_steps: 600 to train one "
-                  "from scratch"),
+                  + " and ".join(f"inversion.{k}: {v}" for k, v in FRESH_ENCODER.items())
+                  + " to train one from scratch"),
                  (self.results.interp_face < inv.n_mirror,
                   f"results.interp_face must be < inversion.n_mirror ({inv.n_mirror}), the faces "
                   f"whose mirror image is inverted (got {self.results.interp_face})")]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from facelm.config import Params, replace
+from facelm.config import FRESH_ENCODER, Params, replace
 from facelm.report import timing
 
 REF = 1234.0  # a reference speed given explicitly: nothing is measured
@@ -35,7 +35,7 @@ def test_the_mode_regulariser_costs_its_measured_factor():
     p = Params()
     on = timing.expected_seconds("02_began", with_section(p, "began", recon_weight=0.5), REF)
     off = timing.expected_seconds("02_began", replace(p, began=replace(p.began, recon_weight=0.0),
-                                  inversion=replace(p.inversion, encoder_start="fresh", encoder_steps=600)), REF)
+                                  inversion=replace(p.inversion, **FRESH_ENCODER)), REF)
     overhead = timing.expected_seconds("05_results", p, REF)
     assert math.isclose(on - overhead, timing.RECON_STEP_COST * (off - overhead), rel_tol=1e-9)
 

@@ -85,7 +85,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing facelm
 
 # light imports only at the top: spawned rendering workers re-import this file (no torch there)
-from facelm.config import Params, deep_merge, parse_params, replace  # noqa: E402
+from facelm.config import FRESH_ENCODER, Params, deep_merge, parse_params, replace  # noqa: E402
 from facelm.data.world import render_faces  # noqa: E402
 from facelm.params_file import read_params_file  # noqa: E402
 
@@ -106,7 +106,7 @@ def setting_params(name: str, smoke: bool = False) -> Params:
     elif name == "paper128":
         # the paper's BEGAN has no mode regulariser, so no encoder of stage 02 to start from
         over = {"image_size": 128, "began": read_params_file(PAPER)["began"],
-                "inversion": {"encoder_start": "fresh", "encoder_steps": 600}}
+                "inversion": FRESH_ENCODER}
     else:
         raise ValueError(f"unknown setting {name!r} (choose from {SETTINGS})")
     if smoke:  # the path, not the numbers: a model a CPU steps through in milliseconds

@@ -5,7 +5,8 @@ One function, `invert`, read top to bottom as StyleGAN2-ADA's projector: initial
 stop, Adam. The fiddly per-image bookkeeping lives in `_Rows` and `_adam_rows`. Every image
 is its own optimisation problem even when a batch of them is solved together (see
 `invert`'s docstring), so the result for an image does not depend on which other images
-share its batch.
+share its batch. (Just over 350 lines: `invert` and the helpers only it uses stay in one
+file, to be read as one, like the projector.)
 """
 from __future__ import annotations
 
