@@ -97,6 +97,11 @@ def main() -> None:
             ips = facelm_images_per_s(images, size, width, 16, device, warmup, steps, bf16=True)
             row(label, "facelm joint, bf16 autocast", ips, ref)
             if name == "default":
+                # began.recon_batch: the regulariser on the batch's first n faces only
+                for n in (8, 4):
+                    ips = facelm_images_per_s(images, size, width, 16, device, warmup, steps,
+                                              recon_batch=n)
+                    row(label, f"facelm joint, mode regulariser on {n} of 16 faces", ips, ref)
                 ips = facelm_images_per_s(images, size, width, 16, device, warmup, steps,
                                           recon_weight=0.0)
                 row(label, "facelm joint, no mode regulariser", ips, ref)

@@ -159,10 +159,16 @@ class BEGANParams(_Section):
     # compare x and G(E(x)) after p x p average pooling (1: pixel by pixel): the layout and
     # colours that coverage needs, leaving the fine detail to the adversarial term
     recon_pool: Literal[1, 2, 4] = 1
+    # faces of each batch (its first n) that E encodes and G must redraw; null: the whole batch.
+    # Fewer make the term's extra E and G passes cheaper
+    recon_batch: Optional[Int] = Field(None, gt=0)
 
     def _rules(self) -> list[tuple[bool, str]]:
         return [(self.best_window <= self.steps,
-                 f"began.best_window must be <= began.steps ({self.steps}) (got {self.best_window})")]
+                 f"began.best_window must be <= began.steps ({self.steps}) (got {self.best_window})"),
+                (self.recon_batch is None or self.recon_batch <= self.batch_size,
+                 f"began.recon_batch must be <= began.batch_size ({self.batch_size}) "
+                 f"(got {self.recon_batch})")]
 
 
 class InversionParams(_Section):

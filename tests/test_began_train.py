@@ -128,6 +128,21 @@ def test_recon_term_adds_its_gradient_to_g_and_trains_the_encoder():
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7)
 
 
+def test_recon_batch_compares_only_the_encoded_faces():
+    """began.recon_batch n: E codes the batch's first n faces and only those are compared with
+    G's redrawing; the random half of G's pass is unchanged."""
+    torch.manual_seed(0)
+    G, E = Generator(32, 4, 8, seed=1), Encoder(32, 4, 8)
+    x, z, w = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 8) * 2 - 1, 0.5
+    f = loss_fn(recon_weight=w)
+    fake, L = f.draw(G, z, x, torch.tanh(E(x[:2])))
+    assert fake.shape == (4, 3, 32, 32)
+    torch.testing.assert_close(fake, G(z), rtol=1e-5, atol=1e-6)
+    part = (x[:2] - G(torch.tanh(E(x[:2])))).abs().mean()
+    assert L.item() == pytest.approx(w * part.item(), rel=1e-5)
+    assert L.item() != pytest.approx(w * (x - G(torch.tanh(E(x)))).abs().mean().item(), rel=1e-3)
+
+
 # ----------------------------------------------------------------------------- trainer
 def test_m_final_is_the_mean_over_the_last_percent():
     M = np.arange(250, dtype=np.float32)
@@ -193,6 +208,19 @@ def test_image_validation_before_any_work(images, tmp_path):
         train_began(images, cfg, tmp_path, seed=0, progress=False, sync_every=0)
     assert not (tmp_path / "checkpoint").exists()  # nothing done before validation
 
+
+def test_recon_batch_is_part_of_the_run_configuration(images, tmp_path):
+    """A sub-batch regulariser trains a different G, and a checkpoint of the full-batch run is
+    not resumed by it; with the regulariser off the field changes nothing."""
+    on = tiny(steps=4, recon_weight=0.5)
+    full = train_began(images, on, tmp_path / "a", seed=0, progress=False)
+    with pytest.warns(UserWarning, match=r"differs in: recon_batch"):
+        part = train_began(images, replace(on, recon_batch=2), tmp_path / "a", seed=0, progress=False)
+    assert part.resumed_from is None and part.weights_digest != full.weights_digest
+    off = tiny(steps=4, recon_weight=0.0)
+    plain = train_began(images, off, tmp_path / "b", seed=0, progress=False)
+    again = train_began(images, replace(off, recon_batch=2), tmp_path / "c", seed=0, progress=False)
+    assert again.weights_digest == plain.weights_digest
 
 def test_auto_flags():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")

@@ -39,6 +39,8 @@ def test_params_yaml_loads_and_covers_every_field():
     ({"inversion": {"loss": "l2"}}, "inversion.loss", "'l1', 'mse'"),
     ({"seedd": 1}, "seedd", "not a known parameter"),
     ({"began": {"best_window": 10**9}}, "began.best_window", "<= began.steps"),
+    ({"began": {"recon_batch": 17}}, "began.recon_batch", "<= began.batch_size (16)"),
+    ({"began": {"recon_batch": 0}}, "began.recon_batch", "> 0"),
 ])
 def test_bad_values_name_the_key(overlay, key, rule):
     with pytest.raises(ParamsError) as err:

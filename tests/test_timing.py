@@ -38,6 +38,11 @@ def test_the_mode_regulariser_costs_its_measured_factor():
                                   inversion=replace(p.inversion, **FRESH_ENCODER)), REF)
     overhead = timing.expected_seconds("05_results", p, REF)
     assert math.isclose(on - overhead, timing.RECON_STEP_COST * (off - overhead), rel_tol=1e-9)
+    # a sub-batch (began.recon_batch) pays the fixed part and its share of the rest
+    half = timing.expected_seconds("02_began", with_section(p, "began", recon_weight=0.5, recon_batch=8), REF)
+    share = 1 + timing.RECON_FIXED_COST + (timing.RECON_STEP_COST - 1 - timing.RECON_FIXED_COST) / 2
+    assert math.isclose(half - overhead, share * (off - overhead), rel_tol=1e-9)
+    assert off < half < on
 
 
 @pytest.mark.parametrize("stage, section, field", [

@@ -104,6 +104,18 @@ CALIBRATION_SETTINGS: dict[str, dict] = {}
 # a BEGAN step with began.recon_weight > 0 (E on the batch, G on twice the batch) against one
 # without: 1.3-1.6x in the BEGAN loops of eleven stage-02 exps on one machine (docs/experiments.md)
 RECON_STEP_COST = 1.4
+# of that extra 0.4, the part that does not shrink with began.recon_batch (the extra kernel
+# launches of E's pass and G's larger one): benchmarks/bench_began.py's recon_batch rows put
+# the whole batch at 1.48x, 8 of 16 at 1.33x and 4 at 1.22x a step without the term
+RECON_FIXED_COST = 0.12
+
+
+def recon_step_cost(b) -> float:
+    """A BEGAN step's cost with ``began`` section ``b``'s mode regulariser, against one without."""
+    if not b.recon_weight:
+        return 1.0
+    share = (b.recon_batch or b.batch_size) / b.batch_size
+    return 1.0 + RECON_FIXED_COST + (RECON_STEP_COST - 1.0 - RECON_FIXED_COST) * share
 
 
 # ------------------------------------------------------------------------------ machine
@@ -316,7 +328,7 @@ _STAGES: dict[str, Callable[[Params], dict | None]] = {
     "00_detector": _stage_00, "01_preprocess": _stage_01,
     "02_began": lambda p: {"began": p.began.steps * p.began.batch_size * p.image_size ** 2
                                     * p.began.width ** 2
-                                    * (RECON_STEP_COST if p.began.recon_weight else 1.0)},
+                                    * recon_step_cost(p.began)},
     "03_inversion": _stage_03, "04_lgen": _stage_04, "05_results": lambda p: {},
     "06_evaluation": _stage_06, "07_augmentation": _stage_07,
 }

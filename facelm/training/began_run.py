@@ -76,7 +76,8 @@ def _run_config(cfg: BEGANParams, size: int, seed: int, world: int, images: np.n
             **({"h_dim": int(cfg.h_dim)} if cfg.h_dim else {}),
             **({"ema": float(cfg.ema)} if cfg.ema else {}),
             **({"recon_weight": float(cfg.recon_weight), "recon_pool": int(cfg.recon_pool)}
-               if cfg.recon_weight else {})}
+               if cfg.recon_weight else {}),
+            **({"recon_batch": int(cfg.recon_batch)} if cfg.recon_weight and cfg.recon_batch else {})}
 
 
 class BEGANRun:
@@ -179,6 +180,13 @@ class BEGANRun:
                 self.E_train = DDP(self.E_run, device_ids=ids)
 
     # ---- data
+    def encode(self, x: torch.Tensor) -> torch.Tensor | None:
+        """E's codes of the batch's first ``began.recon_batch`` faces (all when null), the ones
+        the mode regulariser asks G to redraw; None when the regulariser is off."""
+        if self.E is None:
+            return None
+        return self.E_train(x[:self.cfg.recon_batch] if self.cfg.recon_batch else x)
+
     def batch(self) -> torch.Tensor:
         """The next real batch, NCHW float in [-1, 1] (channels_last when asked)."""
         x = torch.from_numpy(self.images[self.sampler.next()])
@@ -209,7 +217,7 @@ class BEGANRun:
         if self.cfg.update == "joint":
             z = self.draw_z()
             with autocast:
-                z_x = self.E_train(x) if self.E is not None else None
+                z_x = self.encode(x)
                 objective, L_real, L_fake, _ = loss(self.G_train, self.D_train, x, z, z_x)
             objective.backward()
             for opt in opts:
@@ -225,7 +233,7 @@ class BEGANRun:
             self.opt_D.step()
             trained = list(self.G.parameters())  # D's grads are not needed here
             with autocast:
-                z_x = self.E_train(x) if self.E is not None else None
+                z_x = self.encode(x)
                 fake_G, L_recon = loss.draw(self.G_train, z_G, x, z_x)
                 L_fake = loss.g_loss(self.D_run, fake_G)
             if L_recon is None:

@@ -80,9 +80,11 @@ class BEGANLoss:
     def draw(self, G: nn.Module, z: torch.Tensor, x: torch.Tensor, z_x: torch.Tensor | None
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(G(z), w * mean |x - G(z_x)|)`` in one pass of G (one DDP forward per step);
-        the second is None when ``z_x`` is (the regulariser is off)."""
+        the second is None when ``z_x`` is (the regulariser is off). ``z_x`` may code only the
+        first faces of ``x`` (``began.recon_batch``): they are the ones compared."""
         if z_x is None:
             return G(z), None
+        x = x[:z_x.shape[0]]
         out = G(torch.cat([z, z_x]))
         fake, x_rec = out[:z.shape[0]], out[z.shape[0]:]
         diff = x.float() - x_rec.float()
