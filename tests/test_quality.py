@@ -65,5 +65,35 @@ def test_evaluate_generator_keys_and_determinism():
     assert m1 == m2 and faces.shape == (12, 32, 32, 3) and faces.dtype == np.uint8
     assert set(m1) == {"gen_precision", "gen_recall", "gen_fd", "gen_floor_precision",
                        "gen_floor_recall", "gen_floor_fd"}
-    m3, _ = evaluate_generator(G, judge, train, held, EvaluationParams(quality_n=12, dlib_size=64), seed=1)
+    m3, f3 = evaluate_generator(G, judge, train, held, EvaluationParams(quality_n=12, dlib_size=64), seed=1)
     assert 0.0 <= m3["gen_dlib_found"] <= 0.2  # an untrained G draws no face dlib can find
+    assert {k: v for k, v in m3.items() if not k.startswith("gen_dlib")} == m1 and (f3 == faces).all()
+
+
+def test_dlib_found_rate_is_measured_on_its_own_larger_sample(monkeypatch):
+    """evaluation.dlib_found_n G(z) go to dlib (the quality sample's z, extended); the rate comes
+    with its binomial standard error, and the quality metrics and faces stay the first n's."""
+    from facelm.config import EvaluationParams
+    from facelm.evaluation.quality import draw_faces, evaluate_generator
+    from facelm.models import dlib_landmarks
+    from facelm.models.began import Generator
+    from facelm.models.detector import LandmarkDetector
+
+    seen = []
+
+    def fake_boxes(images, *, size, n_workers=0, progress=True):
+        seen.append(np.asarray(images).copy())
+        return None, np.arange(len(images)) % 4 == 0  # a face in every fourth
+
+    monkeypatch.setattr(dlib_landmarks, "detect_boxes", fake_boxes)
+    G, judge = Generator(32, 4, 8, seed=0), LandmarkDetector(32, 49, 4, 0)
+    rng = np.random.default_rng(0)
+    train, held = (rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8) for _ in range(2))
+    m, faces = evaluate_generator(G, judge, train, held, EvaluationParams(quality_n=12, dlib_found_n=40), seed=1)
+    assert len(seen) == 1 and seen[0].shape == (40, 32, 32, 3) and faces.shape == (12, 32, 32, 3)
+    np.testing.assert_array_equal(seen[0][:12], faces)
+    np.testing.assert_array_equal(seen[0], draw_faces(G, 40, seed=1))
+    assert m["gen_dlib_found"] == 0.25
+    assert m["gen_dlib_found_se"] == pytest.approx(np.sqrt(0.25 * 0.75 / 40))
+    m0, _ = evaluate_generator(G, judge, train, held, EvaluationParams(quality_n=12, dlib=False), seed=1)
+    assert {k: v for k, v in m.items() if not k.startswith("gen_dlib")} == m0

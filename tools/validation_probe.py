@@ -5,7 +5,8 @@ flatter a G that was trained to reconstruct them (``began.recon_weight``). The r
 can draw as many new faces as needed, so this renders 500 faces from index 2,000,000 on
 (stage 01 uses 0.., stage 00's detector 1,000,000..) and, for each generator file, prints:
 
-- G(z) against them: k-NN precision / recall and FD in the judge's features, dlib's found rate;
+- G(z) against them: k-NN precision / recall and FD in the judge's features (500 G(z)), dlib's
+  found rate on ``evaluation.dlib_found_n`` G(z) (the same z stream) with its standard error;
 - the inversion (params.yaml's settings; encoder trained on training faces 0-4999, from the
   ``encoder.safetensors`` beside G's file when ``inversion.encoder_start`` is began) of these
   faces and of training faces 5000-5499: mean L1, and dlib's NME of G(z_r) against the truth
@@ -33,14 +34,14 @@ from facelm.config import parse_params
 from facelm.params_file import read_params_file
 from facelm.data.faceset import load_split
 from facelm.data.world import render_faces
-from facelm.evaluation.quality import generator_quality
+from facelm.evaluation.quality import dlib_found, draw_faces, generator_quality
 from facelm.inversion import build_encoder, invert
 from facelm.landmarks import nme
 from facelm.models.began import load_generator
 from facelm.models.detector import load_detector
-from facelm.models.dlib_landmarks import annotate, face_found_rate
+from facelm.models.dlib_landmarks import annotate
 from facelm.paths import project_root
-from facelm.tensors import sample_z, to_uint8
+from facelm.tensors import to_uint8
 
 VALIDATION_START = 2_000_000
 N = 500
@@ -89,10 +90,10 @@ if __name__ == "__main__":
         G = load_generator(path, device="cpu")
         row = {}
         if not args.inversion_only:
-            with torch.no_grad():
-                drawn = to_uint8(G(sample_z(N, G.z_dim, seed=123)))
-            row = generator_quality(judge, val[:N], val[N:], drawn)
-            row["gen_dlib_found"] = face_found_rate(drawn, size=size, n_workers=1, progress=False)
+            n_dlib = params.evaluation.dlib_found_n
+            drawn = draw_faces(G, max(N, n_dlib), seed=123)
+            row = generator_quality(judge, val[:N], val[N:], drawn[:N])
+            row["gen_dlib_found"], row["gen_dlib_found_se"] = dlib_found(drawn[:n_dlib], params.evaluation)
         t1 = time.perf_counter()
         E = build_encoder(G, params.inversion, seed=params.seed, images=fit, began_dir=path.parent)
         row["encoder_s"] = time.perf_counter() - t1

@@ -84,29 +84,44 @@ def generator_quality(detector: torch.nn.Module, data_a: np.ndarray, data_b: np.
     return {**{f"gen_{n}": v for n, v in gen.items()}, **{f"floor_{n}": v for n, v in floor.items()}}
 
 
+@torch.no_grad()
+def draw_faces(G: torch.nn.Module, n: int, seed: int, batch: int = 256) -> np.ndarray:
+    """uint8 ``[n, S, S, 3]`` G(z) of ``n`` uniform z from ``seed`` (the first m of n are those
+    of m: a larger sample extends a smaller one)."""
+    z = sample_z(n, G.z_dim, seed=seed).to(next(G.parameters()).device)
+    return np.concatenate([to_uint8(G(z[i:i + batch])) for i in range(0, n, batch)])
+
+
+def dlib_found(faces: np.ndarray, cfg: EvaluationParams, *, n_workers: int = 0
+               ) -> tuple[float, float]:
+    """(share of ``faces`` in which dlib's HOG detector finds a face, upscaled to
+    ``cfg.dlib_size`` as in stage 06; its binomial standard error)."""
+    from facelm.models.dlib_landmarks import face_found_rate
+
+    rate = face_found_rate(faces, size=cfg.dlib_size, n_workers=n_workers, progress=False)
+    return rate, float(np.sqrt(rate * (1.0 - rate) / len(faces)))
+
+
 def evaluate_generator(G: torch.nn.Module, judge: torch.nn.Module, train_images: np.ndarray,
                        heldout_images: np.ndarray, cfg: EvaluationParams, *, seed: int,
                        n_workers: int = 0) -> tuple[dict[str, float], np.ndarray]:
     """Stage 02's generator-quality metrics and the generated faces they were measured on.
 
     ``n = cfg.quality_n`` random z (uniform, from ``seed``; fewer if the data holds fewer
-    faces) through G against the first ``n`` held-out faces; the floor compares the first ``quality_n`` training faces
-    with the same held-out ones. With ``cfg.dlib``, also the share of G(z) in which dlib's HOG
-    detector finds a face (stage 06's protocol: upscaled to ``cfg.dlib_size``).
+    faces) through G against the first ``n`` held-out faces; the floor compares the first
+    ``n`` training faces with the same held-out ones. With ``cfg.dlib``, also the share of
+    ``cfg.dlib_found_n`` G(z) (the same z stream, so its first ``n`` are the quality sample) in
+    which dlib's HOG detector finds a face, and that share's standard error.
     Keys: ``gen_precision``, ``gen_recall``, ``gen_fd``, ``gen_floor_precision``,
-    ``gen_floor_recall``, ``gen_floor_fd`` and ``gen_dlib_found``.
+    ``gen_floor_recall``, ``gen_floor_fd``, ``gen_dlib_found`` and ``gen_dlib_found_se``.
     """
     # a small CelebA set may hold fewer faces than quality_n: then all of them (fixed per data set)
     n = min(cfg.quality_n, len(train_images), len(heldout_images))
-    with torch.no_grad():
-        z = sample_z(n, G.z_dim, seed=seed).to(next(G.parameters()).device)
-        faces = np.concatenate([to_uint8(G(z[i:i + 256])) for i in range(0, n, 256)])
-    q = generator_quality(judge, heldout_images[:n], train_images[:n], faces)
+    faces = draw_faces(G, max(n, cfg.dlib_found_n) if cfg.dlib else n, seed)
+    q = generator_quality(judge, heldout_images[:n], train_images[:n], faces[:n])
     metrics = {k.replace("floor_", "gen_floor_") if k.startswith("floor_") else k: v
                for k, v in q.items()}
     if cfg.dlib:
-        from facelm.models.dlib_landmarks import face_found_rate
-
-        metrics["gen_dlib_found"] = face_found_rate(faces, size=cfg.dlib_size, n_workers=n_workers,
-                                                    progress=False)
-    return metrics, faces
+        metrics["gen_dlib_found"], metrics["gen_dlib_found_se"] = dlib_found(
+            faces[:cfg.dlib_found_n], cfg, n_workers=n_workers)
+    return metrics, faces[:n]

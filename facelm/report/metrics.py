@@ -62,7 +62,9 @@ METRICS: tuple[Metric, ...] = (
     _m("gen_floor_recall", "02_began", "the same recall for training vs held-out faces"),
     _m("gen_floor_fd", "02_began", "the same Fréchet distance for training vs held-out faces"),
     _m("gen_dlib_found", "02_began", "share of G(z) in which dlib's HOG detector finds a face "
-       "(stage 06's protocol, stage 02's sample)", readme=True, needs="evaluation.dlib"),
+       "(stage 06's protocol, evaluation.dlib_found_n G(z))", readme=True, needs="evaluation.dlib"),
+    _m("gen_dlib_found_se", "02_began", "binomial standard error of gen_dlib_found",
+       needs="evaluation.dlib"),
     _m("inversion_l1_train", "03_inversion",
        "mean per-pixel L1 (images in [0, 1]) of G(z_r) vs x, training faces", contract=True),
     _m("inversion_l1_heldout", "03_inversion",
