@@ -105,8 +105,9 @@ CALIBRATION_SETTINGS: dict[str, dict] = {}
 # without: 1.3-1.6x in the BEGAN loops of eleven stage-02 exps on one machine (docs/experiments.md)
 RECON_STEP_COST = 1.4
 # of that extra 0.4, the part that does not shrink with began.recon_batch (the extra kernel
-# launches of E's pass and G's larger one): benchmarks/bench_began.py's recon_batch rows put
-# the whole batch at 1.48x, 8 of 16 at 1.33x and 4 at 1.22x a step without the term
+# launches of E's pass and G's larger one): in two runs of benchmarks/bench_began.py (AMD EPYC,
+# 2026-12-06) a step with the term on 16 / 8 / 4 of 16 faces cost 1.42-1.61x / 1.39-1.41x /
+# 1.18-1.29x one without it; a line through them leaves about a quarter of the extra fixed
 RECON_FIXED_COST = 0.12
 
 
