@@ -33,6 +33,17 @@ def test_repro_writes_reports_and_contract_metrics(project):
     assert keys <= set(REGISTRY), f"metrics not in facelm/report/metrics.py: {sorted(keys - set(REGISTRY))}"
 
 
+
+def test_the_repro_is_quiet(project):
+    """No stage warns: the executed notebooks (reports/*.ipynb) hold no warning in any output."""
+    notebooks = sorted((project / "reports").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        for cell in json.loads(path.read_text())["cells"]:
+            for out in cell.get("outputs", []):
+                text = "".join(out.get("text", ""))
+                assert "Warning" not in text, (path.name, cell.get("id"), text[:300])
+
 def test_second_repro_is_a_no_op(project):
     out = run(["dvc", "repro"], project).stdout
     assert "Running stage" not in out and "up to date" in out.lower()

@@ -74,7 +74,7 @@ LabellerTrainer = Callable[[np.ndarray, np.ndarray, int], Labellers]
 
 def pairs_fingerprint(z: np.ndarray, landmarks: np.ndarray) -> str:
     """A short sha1 of (z, landmarks) pairs: equal iff the pairs are."""
-    as_t = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (z, landmarks)]
+    as_t = [torch.from_numpy(np.array(a, dtype=np.float32)) for a in (z, landmarks)]  # a writable copy
     return tensor_fingerprint(*as_t)[:16]
 
 

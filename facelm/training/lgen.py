@@ -41,9 +41,10 @@ def checkpoint_path(out_dir: str | Path) -> Path:
 
 
 def _as_pairs(z, landmarks, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=torch.float32)
-    y = torch.as_tensor(np.asarray(landmarks) if not torch.is_tensor(landmarks) else landmarks,
-                        dtype=torch.float32)
+    # arrays are copied: stage 04 reads them from read-only files, which torch will not share
+    z = z.float() if torch.is_tensor(z) else torch.from_numpy(np.array(z, dtype=np.float32))
+    y = (landmarks.float() if torch.is_tensor(landmarks)
+         else torch.from_numpy(np.array(landmarks, dtype=np.float32)))
     if z.ndim != 2 or y.ndim != 3 or y.shape[-1] != 2 or len(z) != len(y) or len(z) == 0:
         raise ValueError(f"{name}: expected z [N, z_dim] and landmarks [N, P, 2] with the same "
                          f"N > 0, got {tuple(z.shape)} and {tuple(y.shape)}")
