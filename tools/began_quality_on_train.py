@@ -12,7 +12,7 @@ Run it in a project where stages 00 and 01 have run (it reads data/detector and 
 import json
 import sys
 
-from facelm.config import EvaluationParams
+from facelm.config import load_params
 from facelm.data.faceset import load_split
 from facelm.evaluation.quality import dlib_found, draw_faces, generator_quality
 from facelm.models.began import load_generator
@@ -25,9 +25,9 @@ if __name__ == "__main__":
     root = project_root()
     train = load_split(root / "data" / "faces", "train").images
     judge = load_detector(root / "data" / "detector" / "detector.safetensors", device="cpu")
+    cfg = load_params(root / "params.yaml").evaluation  # dlib_size, dlib_found_n: stage 02's
     for path in sys.argv[1:]:
         G = load_generator(path, device="cpu")
-        cfg = EvaluationParams()  # dlib_size, dlib_found_n: stage 02's
         faces = draw_faces(G, max(N, cfg.dlib_found_n), seed=123)
         q = generator_quality(judge, train[1000:1000 + N], train[2000:2000 + N], faces[:N])
         q["dlib_found"], q["dlib_found_se"] = dlib_found(faces[:cfg.dlib_found_n], cfg)

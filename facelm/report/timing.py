@@ -111,7 +111,7 @@ RECON_STEP_COST = 1.4
 RECON_FIXED_COST = 0.12
 
 
-def recon_step_cost(b) -> float:
+def recon_step_cost(b: BEGANParams) -> float:
     """A BEGAN step's cost with ``began`` section ``b``'s mode regulariser, against one without."""
     if not b.recon_weight:
         return 1.0
