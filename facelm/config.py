@@ -144,6 +144,12 @@ class BEGANParams(_Section):
     lr_decay: Float = Field(1.0, gt=0, le=1)  # constant lr, as the authors (docs/experiments.md)
     lr_decay_every: Int = Field(0, ge=0)
     best_window: Int = Field(500, gt=0)
+    # which window's G is kept: M, the lowest mean M (the authors' convergence measure); dlib,
+    # the highest share of best_dlib_n G(z) in which dlib's HOG detector finds a face (z of
+    # their own, not the metrics' sample); only windows ending at step >= best_from count
+    best_by: Literal["M", "dlib"] = "M"
+    best_from: Int = Field(0, ge=0)
+    best_dlib_n: Int = Field(2000, gt=0)
     checkpoint_every: Int = Field(500, gt=0)
     sample_every: Int = Field(1000, gt=0)
     channels_last: Auto = "auto"  # auto: on (measured faster on CPU and the default on CUDA)
@@ -166,6 +172,8 @@ class BEGANParams(_Section):
     def _rules(self) -> list[tuple[bool, str]]:
         return [(self.best_window <= self.steps,
                  f"began.best_window must be <= began.steps ({self.steps}) (got {self.best_window})"),
+                (self.best_from <= self.steps,
+                 f"began.best_from must be <= began.steps ({self.steps}) (got {self.best_from})"),
                 (self.recon_batch is None or self.recon_batch <= self.batch_size,
                  f"began.recon_batch must be <= began.batch_size ({self.batch_size}) "
                  f"(got {self.recon_batch})")]

@@ -175,6 +175,52 @@ def test_short_run_learns_and_writes_files(images, tmp_path, update):
     assert r.resumed_from is None and "starting fresh" in r.resume_message
 
 
+class StepScorer:
+    """A scorer that rates each call by a fixed table (the window order), recording the G's
+    weights it saw, so a test can tell which window the trainer kept."""
+
+    def __init__(self, scores):
+        self.scores, self.seen = list(scores), []
+
+    def __call__(self, G):
+        self.seen.append({k: v.clone() for k, v in G.state_dict().items()})
+        return self.scores[len(self.seen) - 1]
+
+
+def test_best_by_score_keeps_the_highest_scoring_window_from_best_from(images, tmp_path):
+    cfg = tiny(steps=8, best_window=2, best_by="dlib", best_from=4, best_dlib_n=4)
+    scorer = StepScorer([0.2, 0.9, 0.5])  # windows ending at 4, 6, 8 (2 is before best_from)
+    events = []
+    r = train_began(images, cfg, tmp_path, seed=0, progress=False, scorer=scorer,
+                    callbacks=[lambda e, s: events.append((e, s))])
+    assert len(scorer.seen) == 3 and r.best_step == 6
+    assert r.best_M == pytest.approx(float(r.M[4:6].mean()), rel=1e-5)
+    kept, meta = load_weights(tmp_path / "generator.safetensors")
+    assert meta["step"] == 6 and all(torch.equal(kept[k], scorer.seen[1][k]) for k in kept)
+    assert [(s["step"], s["score"]) for e, s in events if e == "best"] == [(4, 0.2), (6, 0.9)]
+    assert load_state(tmp_path / "checkpoint" / "state.pt")["best_score"] == pytest.approx(-0.9)
+    # by M, best_from alone keeps no window that ends before it
+    by_m = train_began(images, tiny(steps=8, best_window=2, best_from=6), tmp_path / "m",
+                       seed=0, progress=False)
+    windows = by_m.M.reshape(4, 2).mean(1)
+    assert by_m.best_step == 2 * (2 + int(np.argmin(windows[2:])) + 1)
+    with pytest.raises(ValueError, match="needs a scorer"):
+        train_began(images, cfg, tmp_path / "none", seed=0, progress=False)
+    assert not (tmp_path / "none").exists()
+
+
+def test_best_by_is_part_of_the_run_configuration(images, tmp_path):
+    """A run keeping by dlib does not resume a checkpoint kept by M; the defaults add no key."""
+    from facelm.training.began_run import _run_config
+
+    assert not {"best_by", "best_from", "best_dlib_n"} & set(_run_config(tiny(), 32, 0, 1, images))
+    train_began(images, tiny(steps=4), tmp_path, seed=0, progress=False)
+    with pytest.warns(UserWarning, match=r"differs in: best_by, best_dlib_n"):
+        r = train_began(images, tiny(steps=4, best_by="dlib"), tmp_path, seed=0, progress=False,
+                        scorer=lambda G: 0.5)
+    assert r.resumed_from is None
+
+
 def test_callbacks_samples_and_lr_decay(images, tmp_path):
     events = []
     cfg = tiny(steps=6, best_window=3, checkpoint_every=4, lr=1e-3, lr_decay=0.5,

@@ -448,23 +448,19 @@ def run_all(args: argparse.Namespace) -> dict:
 
 
 # ----------------------------------------------------------------------------- dlib (CPU)
-def dlib_rates(paths: list[str], n: int, seed: int, size: int, workers: int) -> dict[str, float]:
-    """dlib's HOG face-found rate (stage 06's protocol) on ``n`` G(z), z = sample_z(n, z_dim, seed)."""
-    import torch
-
+def dlib_rates(paths: list[str], n: int, seed: int, workers: int) -> dict[str, float]:
+    """dlib's HOG face-found rate (stage 02's protocol, ``evaluation`` of the defaults) on ``n``
+    G(z) of each generator, z = sample_z(n, z_dim, seed)."""
+    from facelm.evaluation.quality import dlib_found, draw_faces
     from facelm.models.began import load_generator
-    from facelm.models.dlib_landmarks import face_found_rate
-    from facelm.tensors import sample_z, to_uint8
 
+    cfg = Params().evaluation
     out = {}
     for path in paths:
-        G = load_generator(path, device="cpu")
-        z = sample_z(n, G.z_dim, seed=seed)
-        with torch.no_grad():
-            faces = np.concatenate([to_uint8(G(z[i:i + 100])) for i in range(0, n, 100)])
-        out[str(path)] = face_found_rate(faces, size=size, n_workers=workers, progress=False)
-        print(f"{path}: dlib finds a face in {out[str(path)]:.3f} of {n} G(z) (seed {seed}, {size} px)",
-              flush=True)
+        faces = draw_faces(load_generator(path, device="cpu"), n, seed)
+        out[str(path)], se = dlib_found(faces, cfg, n_workers=workers)
+        print(f"{path}: dlib finds a face in {out[str(path)]:.3f} ± {se:.3f} of {n} G(z) "
+              f"(seed {seed}, {cfg.dlib_size} px)", flush=True)
     return out
 
 
@@ -525,8 +521,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.dlib:
-        rates = dlib_rates(args.dlib, args.dlib_n, args.dlib_seed, Params().evaluation.dlib_size,
-                           args.workers if args.workers > 1 else 1)
+        rates = dlib_rates(args.dlib, args.dlib_n, args.dlib_seed, args.workers if args.workers > 1 else 1)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "gpu_item6_dlib.json").write_text(json.dumps(
             {"n": args.dlib_n, "seed": args.dlib_seed, "dlib_found": rates}, indent=2) + "\n")

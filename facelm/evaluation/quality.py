@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from facelm.config import EvaluationParams
+from facelm.config import BEGANParams, EvaluationParams
 from facelm.tensors import sample_z, to_tensor, to_uint8
 
 
@@ -100,6 +100,22 @@ def dlib_found(faces: np.ndarray, cfg: EvaluationParams, *, n_workers: int = 0
 
     rate = face_found_rate(faces, size=cfg.dlib_size, n_workers=n_workers, progress=False)
     return rate, float(np.sqrt(rate * (1.0 - rate) / len(faces)))
+
+
+def dlib_scorer(evaluation: EvaluationParams, began: BEGANParams, seed: int):
+    """The scorer ``train_began`` keeps a window's G by when ``began.best_by`` is dlib (else
+    None): dlib's face-found rate (``dlib_found``) on ``began.best_dlib_n`` G(z) whose uniform z
+    come from a stream of their own (``derive_seed(seed, 6)``), never the metrics' sample."""
+    if began.best_by != "dlib":
+        return None
+    from facelm.training.common import derive_seed
+
+    z_seed = derive_seed(seed, 6)
+
+    def score(G: torch.nn.Module) -> float:
+        return dlib_found(draw_faces(G, began.best_dlib_n, z_seed), evaluation)[0]
+
+    return score
 
 
 def evaluate_generator(G: torch.nn.Module, judge: torch.nn.Module, train_images: np.ndarray,

@@ -33,7 +33,7 @@ import yaml
 from facelm.checkpoint import state_digest
 from facelm.config import COMPILE_MIN_STEPS, BEGANParams, load_params, replace
 from facelm.models.began import SIZES, save_model
-from facelm.training.began_run import HISTORY_COLUMNS, BEGANRun
+from facelm.training.began_run import HISTORY_COLUMNS, BEGANRun, Scorer
 from facelm.training.common import gather_objects, setup_distributed, teardown_distributed
 
 __all__ = ["BEGANResult", "train_began", "m_final", "HISTORY_COLUMNS", "add_parser", "cli_settings",
@@ -60,7 +60,7 @@ class BEGANResult:
     loss_D: np.ndarray              # [steps] L_D = L(x) - k_t L(G(z_D))
     loss_G: np.ndarray              # [steps] L_G = L(G(z_G))
     lr: np.ndarray                  # [steps] learning rate used
-    best_step: int                  # step at the end of the best M window (= saved G)
+    best_step: int                  # step at the end of the kept window (= saved G; cfg.best_by)
     best_M: float                   # that window's mean M
     resumed_from: int | None        # checkpoint step this call started from, else None
     seconds: float                  # wall time of this call's training loop
@@ -120,10 +120,12 @@ def train_began(
     n_sample: int = 64,             # images per "sample" grid (a fixed z from `seed`)
     progress: bool = True,          # tqdm bar (rank 0)
     callbacks: Iterable[Callback] = (),
+    scorer: Scorer | None = None,   # G's quality for ``cfg.best_by: dlib`` (quality.dlib_scorer)
 ) -> BEGANResult:
     """Train a BEGAN on ``images`` with the settings ``cfg``; write its weights to ``out_dir``.
 
-    Files: ``generator.safetensors`` (G of the best M window; with ``cfg.ema``, the moving
+    Files: ``generator.safetensors`` (G of the kept window: the lowest mean M, or with
+    ``cfg.best_by: dlib`` the highest ``scorer(G)``, among windows ending at >= ``cfg.best_from``; with ``cfg.ema``, the moving
     average of G's weights at that window's end), ``generator_last.safetensors`` (the trained G),
     ``discriminator.safetensors`` (final D), with ``cfg.recon_weight`` > 0
     ``encoder.safetensors`` (the mode regulariser's E as it was when G_best was kept; a
@@ -158,6 +160,8 @@ def train_began(
         _auto(getattr(cfg, name), torch.device("cpu"), name)
     if sync_every is not None and not (isinstance(sync_every, int) and sync_every >= 1):
         raise ValueError(f"sync_every must be None or an int >= 1, got {sync_every!r}")
+    if cfg.best_by != "M" and scorer is None:
+        raise ValueError(f"began.best_by: {cfg.best_by} needs a scorer (facelm.evaluation.quality.dlib_scorer)")
     d = setup_distributed(device)
     use_cl = _auto(cfg.channels_last, d.device, "channels_last", auto=True)
     use_bf16 = _auto(cfg.bf16, d.device, "bf16")
@@ -175,7 +179,7 @@ def train_began(
         if d.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick kernels
         run = BEGANRun(images, cfg, Path(out_dir), seed, d, size=size, channels_last=use_cl,
-                   n_sample=n_sample)
+                       n_sample=n_sample, scorer=scorer)
         # ---- resume or start fresh (rank 0 decides, every rank loads the same file)
         resumed_from, message = run.resume()
         if d.is_main:
@@ -336,8 +340,11 @@ def run_cli(args: argparse.Namespace) -> int:
     if threads:
         torch.set_num_threads(threads)
     images = np.load(path, mmap_mode="r")
+    from facelm.evaluation.quality import dlib_scorer
+
+    scorer = dlib_scorer(load_params(args.params).evaluation, cfg, seed)
     res = train_began(images, cfg, args.out, seed=seed, device=args.device,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, scorer=scorer)
     print(json.dumps({"rank": int(os.environ.get("RANK", 0)),
                       "world_size": int(os.environ.get("WORLD_SIZE", 1)),
                       "steps": res.steps, "best_step": res.best_step,

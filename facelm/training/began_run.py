@@ -29,9 +29,11 @@ from facelm.training.common import (Distributed, all_reduce_mean, array_fingerpr
                                     save_checkpoint)
 from facelm.training.loss import BEGANLoss
 
-__all__ = ["BEGANRun", "EpochSampler", "HISTORY_COLUMNS"]
+__all__ = ["BEGANRun", "EpochSampler", "HISTORY_COLUMNS", "Scorer"]
 
 Emit = Callable[[str, dict], None]
+# a generator's quality, higher is better (``best_by: dlib``; see quality.dlib_scorer)
+Scorer = Callable[[torch.nn.Module], float]
 # columns of the per-step history, in order ("lr" is appended on the host)
 HISTORY_COLUMNS = ("loss_D", "loss_G", "L_real", "L_fake", "k", "M", "lr")
 CKPT_FORMAT = 1
@@ -77,14 +79,18 @@ def _run_config(cfg: BEGANParams, size: int, seed: int, world: int, images: np.n
             **({"ema": float(cfg.ema)} if cfg.ema else {}),
             **({"recon_weight": float(cfg.recon_weight), "recon_pool": int(cfg.recon_pool)}
                if cfg.recon_weight else {}),
-            **({"recon_batch": int(cfg.recon_batch)} if cfg.recon_weight and cfg.recon_batch else {})}
+            **({"recon_batch": int(cfg.recon_batch)} if cfg.recon_weight and cfg.recon_batch else {}),
+            # absent at the defaults: old checkpoints resume
+            **({"best_by": cfg.best_by, "best_dlib_n": int(cfg.best_dlib_n)} if cfg.best_by != "M" else {}),
+            **({"best_from": int(cfg.best_from)} if cfg.best_from else {})}
 
 
 class BEGANRun:
     """The state of one training call: models, optimisers, random streams, history."""
 
     def __init__(self, images: np.ndarray, cfg: BEGANParams, out_dir: Path, seed: int,
-                 d: Distributed, *, size: int, channels_last: bool, n_sample: int):
+                 d: Distributed, *, size: int, channels_last: bool, n_sample: int,
+                 scorer: Scorer | None = None):
         dev, s, w, zd = d.device, size, cfg.width, cfg.z_dim
         self.images, self.cfg, self.d, self.dev, self.out_dir = images, cfg, d, dev, out_dir
         self.ckpt_path = out_dir / "checkpoint" / "state.pt"
@@ -120,6 +126,8 @@ class BEGANRun:
         self.loss = BEGANLoss(cfg, dev)
         self.history = np.zeros((cfg.steps, len(HISTORY_COLUMNS)), np.float32)  # row s-1 = step s
         self.best_M, self.best_step, self.total_seconds = math.inf, None, 0.0
+        # the kept window's criterion, lower is better: its mean M, or minus G's score
+        self.best_score, self.scorer = math.inf, scorer
         self.step = 0
         self.z_fixed = sample_z(n_sample, zd, seed).to(dev)
         self.pin = dev.type == "cuda"
@@ -150,6 +158,7 @@ class BEGANRun:
             self.step = int(st["step"])
             self.history[:self.step] = st["history"].numpy()[:self.step]
             self.best_M, self.best_step = float(st["best_M"]), st["best_step"]
+            self.best_score = float(st.get("best_score", self.best_M))
             self.total_seconds = float(st["seconds"])
             r = st["rng"][self.d.rank]
             self.sampler.load_state_dict(r["sampler"]); self.zgen.set_state(r["z"])
@@ -275,14 +284,23 @@ class BEGANRun:
             bar.set_postfix(M=f"{rows[-1, 5]:.4f}", k=f"{rows[-1, 4]:.4f}", refresh=False)
 
     def keep_if_best(self, emit: Emit) -> None:
-        """At the end of a window: keep G if the window's mean M is the lowest yet."""
+        """At the end of a window (from ``best_from`` on): keep G if it is the best yet, by
+        the window's mean M (lowest) or by the scorer (``best_by: dlib``, highest)."""
+        if self.step < self.cfg.best_from:
+            return
         window_M = float(self.history[self.step - self.cfg.best_window:self.step, 5].mean())
-        if window_M < self.best_M:
-            self.best_M, self.best_step = window_M, self.step
+        score = None
+        if self.cfg.best_by == "M":
+            criterion = window_M
+        else:
+            score = float(self.scorer(self.G_ema))  # every rank: the replicas stay alike
+            criterion = -score
+        if criterion < self.best_score:
+            self.best_score, self.best_M, self.best_step = criterion, window_M, self.step
             self.G_best.load_state_dict(self.G_ema.state_dict())
             if self.E is not None:
                 self.E_best.load_state_dict(self.E.state_dict())
-            emit("best", {"step": self.step, "M": window_M})
+            emit("best", {"step": self.step, "M": window_M, **({"score": score} if score is not None else {})})
 
     def checkpoint(self, emit: Emit, seconds: float) -> None:
         """Write the full training state (every rank's random streams; rank 0 writes)."""
@@ -302,7 +320,7 @@ class BEGANRun:
             **{key: opt.state_dict() for opt, key in self._optimisers()},
             "k": self.loss.k.detach().cpu(),
             "history": torch.from_numpy(self.history[:self.step].copy()),
-            "best_M": self.best_M, "best_step": self.best_step,
+            "best_M": self.best_M, "best_step": self.best_step, "best_score": self.best_score,
             "seconds": self.total_seconds + seconds, "rng": rngs})
         emit("checkpoint", {"step": self.step, "path": str(self.ckpt_path)})
 
