@@ -24,9 +24,10 @@ from facelm.training.loss import BEGANLoss
 
 torch.set_num_threads(1)  # determinism between the in-process runs and the subprocesses
 ROOT = Path(__file__).resolve().parents[1]
-# a tiny run: "never" checkpoint/sample is a period beyond the run (the end still saves)
-TINY = replace(BEGANParams(), width=4, z_dim=8, batch_size=4, best_window=2,
-               sample_every=10_000, checkpoint_every=10_000)
+# a tiny run: "never" checkpoint/sample is a period beyond the run (the end still saves);
+# G kept by M over the whole run (the authors), so no test needs dlib unless it asks
+TINY = replace(BEGANParams(), width=4, z_dim=8, batch_size=4, best_window=2, best_by="M",
+               best_after=0.0, sample_every=10_000, checkpoint_every=10_000)
 
 
 def tiny(**changes) -> BEGANParams:
@@ -188,7 +189,7 @@ class StepScorer:
 
 
 def test_best_by_score_keeps_the_highest_scoring_window_from_best_from(images, tmp_path):
-    cfg = tiny(steps=8, best_window=2, best_by="dlib", best_from=4, best_dlib_n=4)
+    cfg = tiny(steps=8, best_window=2, best_by="dlib", best_after=0.5, best_dlib_n=4)
     scorer = StepScorer([0.2, 0.9, 0.5])  # windows ending at 4, 6, 8 (2 is before best_from)
     events = []
     r = train_began(images, cfg, tmp_path, seed=0, progress=False, scorer=scorer,
@@ -199,8 +200,8 @@ def test_best_by_score_keeps_the_highest_scoring_window_from_best_from(images, t
     assert meta["step"] == 6 and all(torch.equal(kept[k], scorer.seen[1][k]) for k in kept)
     assert [(s["step"], s["score"]) for e, s in events if e == "best"] == [(4, 0.2), (6, 0.9)]
     assert load_state(tmp_path / "checkpoint" / "state.pt")["best_score"] == pytest.approx(-0.9)
-    # by M, best_from alone keeps no window that ends before it
-    by_m = train_began(images, tiny(steps=8, best_window=2, best_from=6), tmp_path / "m",
+    # by M, best_after alone keeps no window that ends before it (0.75 of 8 steps: 6)
+    by_m = train_began(images, tiny(steps=8, best_window=2, best_after=0.75), tmp_path / "m",
                        seed=0, progress=False)
     windows = by_m.M.reshape(4, 2).mean(1)
     assert by_m.best_step == 2 * (2 + int(np.argmin(windows[2:])) + 1)
@@ -210,15 +211,30 @@ def test_best_by_score_keeps_the_highest_scoring_window_from_best_from(images, t
 
 
 def test_best_by_is_part_of_the_run_configuration(images, tmp_path):
-    """A run keeping by dlib does not resume a checkpoint kept by M; the defaults add no key."""
+    """A run keeping by dlib does not resume a checkpoint kept by M; M from step 0 adds no key."""
     from facelm.training.began_run import _run_config
 
-    assert not {"best_by", "best_from", "best_dlib_n"} & set(_run_config(tiny(), 32, 0, 1, images))
+    assert not {"best_by", "best_after", "best_dlib_n"} & set(_run_config(tiny(), 32, 0, 1, images))
     train_began(images, tiny(steps=4), tmp_path, seed=0, progress=False)
     with pytest.warns(UserWarning, match=r"differs in: best_by, best_dlib_n"):
         r = train_began(images, tiny(steps=4, best_by="dlib"), tmp_path, seed=0, progress=False,
                         scorer=lambda G: 0.5)
     assert r.resumed_from is None
+
+
+def test_a_longer_run_resumes_and_keeps_only_windows_from_its_own_best_from(images, tmp_path):
+    """best_after is a fraction: 8 steps resume a 4-step run of the same settings, and the
+    window kept there (step 2 < 0.5 * 8) gives way to the later windows."""
+    cfg = tiny(steps=4, best_window=2, best_by="dlib", best_after=0.5, best_dlib_n=4,
+               checkpoint_every=2)
+    first = train_began(images, cfg, tmp_path, seed=0, progress=False, scorer=StepScorer([0.9, 0.1]))
+    assert first.best_step == 2  # best_from 2: windows 2 and 4
+    scorer = StepScorer([0.3, 0.5])
+    longer = train_began(images, replace(cfg, steps=8), tmp_path, seed=0, progress=False,
+                         scorer=scorer)
+    assert longer.resumed_from == 4 and len(scorer.seen) == 2 and longer.best_step == 8
+    kept, meta = load_weights(tmp_path / "generator.safetensors")
+    assert meta["step"] == 8 and all(torch.equal(kept[k], scorer.seen[1][k]) for k in kept)
 
 
 def test_callbacks_samples_and_lr_decay(images, tmp_path):
@@ -326,7 +342,7 @@ from facelm.training.began import train_began
 images = np.load(sys.argv[1])
 slow = lambda event, state: time.sleep(0.2) if event == "step" else None  # time to be killed
 cfg = replace(BEGANParams(), steps=int(sys.argv[3]), checkpoint_every=4, best_window=4,
-              width=4, z_dim=8, batch_size=4, sample_every=10_000)
+              width=4, z_dim=8, batch_size=4, sample_every=10_000, best_by="M", best_after=0.0)
 train_began(images, cfg, sys.argv[2], seed=0, progress=False, callbacks=[slow])
 """
 

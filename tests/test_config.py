@@ -39,6 +39,7 @@ def test_params_yaml_loads_and_covers_every_field():
     ({"inversion": {"loss": "l2"}}, "inversion.loss", "'l1', 'mse'"),
     ({"seedd": 1}, "seedd", "not a known parameter"),
     ({"began": {"best_window": 10**9}}, "began.best_window", "<= began.steps"),
+    ({"began": {"best_after": 1.0}}, "began.best_after", "in [0, 1)"),
     ({"began": {"recon_batch": 17}}, "began.recon_batch", "<= began.batch_size (16)"),
     ({"began": {"recon_batch": 0}}, "began.recon_batch", "> 0"),
 ])
@@ -105,8 +106,17 @@ def test_paper_profile_spells_out_the_paper():
     assert (paper.dataset, paper.image_size, paper.celeba.face_detector) == ("celeba", 128, "haar")
     assert (b.width, b.z_dim, b.batch_size, b.lr, b.beta1, b.beta2, b.gamma, b.eta) == (64, 64, 16, 1e-4, 0.5, 0.999, 0.5, 2)
     assert (b.lr_decay, b.lambda_k, b.k0, b.recon_weight) == (1.0, 0.001, 0.0, 0.0)
+    assert (b.best_by, b.best_from) == ("M", 0)  # the authors' kept G
     assert (paper.inversion.steps, paper.inversion.lr, paper.inversion.loss) == (500, 0.1, "l1")
     assert (paper.lgen.epochs, paper.lgen.batch_size, paper.lgen.lr, paper.lgen.hidden) == (1000, 16, 3e-4, [128] * 3)
+
+
+def test_best_from_is_the_fraction_of_steps_or_the_last_window():
+    b = Params().began
+    assert (b.steps, b.best_window, b.best_after, b.best_from) == (7000, 500, 0.9, 6300)  # 6500, 7000
+    assert replace(b, steps=900).best_from == 500  # 810: no window ends that late, the last counts
+    assert replace(b, steps=20_000).best_from == 18_000
+    assert replace(b, best_after=0.0).best_from == 0
 
 
 def test_replace_validates_and_sections_are_frozen():

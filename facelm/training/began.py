@@ -6,7 +6,8 @@ bf16 autocast on CUDA, torch.compile on long CPU runs (``began.compile: auto``).
 
 In a notebook or script::
 
-    result = train_began(images, params.began, "data/began", seed=params.seed)
+    scorer = dlib_scorer(params.evaluation, params.began, params.seed)  # quality.dlib_scorer; None for M
+    result = train_began(images, params.began, "data/began", seed=params.seed, scorer=scorer)
 
 Several GPUs (or CPU processes, gloo) on one machine, same params file::
 
@@ -125,8 +126,9 @@ def train_began(
     """Train a BEGAN on ``images`` with the settings ``cfg``; write its weights to ``out_dir``.
 
     Files: ``generator.safetensors`` (G of the kept window: the lowest mean M, or with
-    ``cfg.best_by: dlib`` the highest ``scorer(G)``, among windows ending at >= ``cfg.best_from``; with ``cfg.ema``, the moving
-    average of G's weights at that window's end), ``generator_last.safetensors`` (the trained G),
+    ``cfg.best_by: dlib`` the highest ``scorer(G)``, among windows ending at >= ``cfg.best_from``
+    (``best_after * steps``); with ``cfg.ema``, the moving average of G's weights at that
+    window's end), ``generator_last.safetensors`` (the trained G),
     ``discriminator.safetensors`` (final D), with ``cfg.recon_weight`` > 0
     ``encoder.safetensors`` (the mode regulariser's E as it was when G_best was kept; a
     `CodeEncoder`), ``checkpoint/state.pt`` (full training state,

@@ -80,9 +80,10 @@ def _run_config(cfg: BEGANParams, size: int, seed: int, world: int, images: np.n
             **({"recon_weight": float(cfg.recon_weight), "recon_pool": int(cfg.recon_pool)}
                if cfg.recon_weight else {}),
             **({"recon_batch": int(cfg.recon_batch)} if cfg.recon_weight and cfg.recon_batch else {}),
-            # absent at the defaults: old checkpoints resume
+            # absent when kept by M from step 0 (the authors): their checkpoints resume
             **({"best_by": cfg.best_by, "best_dlib_n": int(cfg.best_dlib_n)} if cfg.best_by != "M" else {}),
-            **({"best_from": int(cfg.best_from)} if cfg.best_from else {})}
+            # the fraction, not the step it gives: a longer run of the same settings resumes
+            **({"best_after": float(cfg.best_after)} if cfg.best_after else {})}
 
 
 class BEGANRun:
@@ -159,6 +160,9 @@ class BEGANRun:
             self.history[:self.step] = st["history"].numpy()[:self.step]
             self.best_M, self.best_step = float(st["best_M"]), st["best_step"]
             self.best_score = float(st.get("best_score", self.best_M))
+            if self.best_step is not None and self.best_step < self.cfg.best_from:
+                # a longer run moved best_from past the kept window: only later windows count
+                self.best_M, self.best_step, self.best_score = math.inf, None, math.inf
             self.total_seconds = float(st["seconds"])
             r = st["rng"][self.d.rank]
             self.sampler.load_state_dict(r["sampler"]); self.zgen.set_state(r["z"])
