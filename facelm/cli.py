@@ -21,7 +21,7 @@ PLUGINS = {
     "index": "facelm.report.index",
     "plots": "facelm.report.plots",
     "plots-template": "facelm.report.plots",
-    "train-began": "facelm.training.began",
+    "train-began": "facelm.training.began_cli",
 }
 BUILTIN = ("stage", "check", "profile")
 

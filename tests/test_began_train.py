@@ -387,7 +387,7 @@ def test_resume_after_sigkill_is_exact(images, tmp_path):
 def _parser():
     import argparse
 
-    from facelm.training.began import add_parser
+    from facelm.training.began_cli import add_parser
 
     parser = argparse.ArgumentParser(prog="facelm")
     add_parser(parser.add_subparsers(dest="command", required=True))
@@ -395,7 +395,7 @@ def _parser():
 
 
 def test_cli_reads_the_params_file_and_flags_override_it(tmp_path):
-    from facelm.training.began import cli_settings
+    from facelm.training.began_cli import cli_settings
 
     params = tmp_path / "params.yaml"
     params.write_text("seed: 3\nthreads: 1\nbegan:\n  steps: 900\n  gamma: 0.6\n  width: 8\n")
@@ -415,7 +415,7 @@ def test_cli_flags_of_optional_keys_take_values_and_null(tmp_path):
     """--d-width, --h-dim and --ema (default null) parse like params.yaml values; the config
     still checks them."""
     from facelm.params_file import ParamsError
-    from facelm.training.began import cli_settings
+    from facelm.training.began_cli import cli_settings
 
     params = tmp_path / "params.yaml"
     params.write_text("began:\n  d_width: 8\n")
