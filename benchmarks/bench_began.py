@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from facelm.config import BEGANParams, replace  # noqa: E402
+from facelm.config import AUTHORS_KEEPING, BEGANParams, replace  # noqa: E402
 from facelm.report.timing import eager_began_rate  # noqa: E402
 from facelm.training.began import train_began  # noqa: E402
 
 # config.py's defaults (lr, betas, gamma, lambda_k of both loops), G kept by M: the default's
 # dlib judging runs twice per 7,000 steps, not in the steps timed here
-CFG = replace(BEGANParams(), best_by="M", best_after=0.0)
+CFG = replace(BEGANParams(), **AUTHORS_KEEPING)
 
 
 def reference_images_per_s(images, size, width, batch, device, warmup, steps) -> float:

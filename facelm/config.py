@@ -30,6 +30,9 @@ COMPILE_MIN_STEPS = 2000
 # the inversion's start where stage 02 trains no encoder (began.recon_weight 0): a fresh one,
 # 600 steps (the default before 2026-12-04; measured: params.yaml, docs/experiments.md)
 FRESH_ENCODER = {"encoder_start": "fresh", "encoder_steps": 600}
+# how the authors keep G: the window of lowest mean M, any window (configs/paper-celeba.yaml);
+# also where dlib is absent (the GPU machine) or not the point (benchmarks, the trainer tests)
+AUTHORS_KEEPING = {"best_by": "M", "best_after": 0.0}
 ALL = "use null for all"
 
 

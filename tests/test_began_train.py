@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from facelm.checkpoint import load_state, load_weights, state_digest
-from facelm.config import BEGANParams, replace
+from facelm.config import AUTHORS_KEEPING, BEGANParams, replace
 from facelm.models.began import (CodeEncoder, Discriminator, Encoder, Generator, load_code_encoder,
                                  load_generator)
 from facelm.training.began import _auto, m_final, train_began
@@ -26,8 +26,8 @@ torch.set_num_threads(1)  # determinism between the in-process runs and the subp
 ROOT = Path(__file__).resolve().parents[1]
 # a tiny run: "never" checkpoint/sample is a period beyond the run (the end still saves);
 # G kept by M over the whole run (the authors), so no test needs dlib unless it asks
-TINY = replace(BEGANParams(), width=4, z_dim=8, batch_size=4, best_window=2, best_by="M",
-               best_after=0.0, sample_every=10_000, checkpoint_every=10_000)
+TINY = replace(BEGANParams(), width=4, z_dim=8, batch_size=4, best_window=2, **AUTHORS_KEEPING,
+               sample_every=10_000, checkpoint_every=10_000)
 
 
 def tiny(**changes) -> BEGANParams:
@@ -337,12 +337,12 @@ def test_loaded_adam_moments_take_the_parameter_layout():
 _KILLED_RUN = """
 import sys, time, numpy as np, torch
 torch.set_num_threads(1)
-from facelm.config import BEGANParams, replace
+from facelm.config import AUTHORS_KEEPING, BEGANParams, replace
 from facelm.training.began import train_began
 images = np.load(sys.argv[1])
 slow = lambda event, state: time.sleep(0.2) if event == "step" else None  # time to be killed
 cfg = replace(BEGANParams(), steps=int(sys.argv[3]), checkpoint_every=4, best_window=4,
-              width=4, z_dim=8, batch_size=4, sample_every=10_000, best_by="M", best_after=0.0)
+              width=4, z_dim=8, batch_size=4, sample_every=10_000, **AUTHORS_KEEPING)
 train_began(images, cfg, sys.argv[2], seed=0, progress=False, callbacks=[slow])
 """
 

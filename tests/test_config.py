@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from facelm.cli import main
-from facelm.config import (DetectorParams, Params, ParamsError, deep_merge, load_params, parse_params,
+from facelm.config import (AUTHORS_KEEPING, DetectorParams, Params, ParamsError, deep_merge, load_params, parse_params,
                            replace)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +107,7 @@ def test_paper_profile_spells_out_the_paper():
     assert (b.width, b.z_dim, b.batch_size, b.lr, b.beta1, b.beta2, b.gamma, b.eta) == (64, 64, 16, 1e-4, 0.5, 0.999, 0.5, 2)
     assert (b.lr_decay, b.lambda_k, b.k0, b.recon_weight) == (1.0, 0.001, 0.0, 0.0)
     assert (b.best_by, b.best_from) == ("M", 0)  # the authors' kept G
+    assert {k: getattr(b, k) for k in AUTHORS_KEEPING} == AUTHORS_KEEPING
     assert (paper.inversion.steps, paper.inversion.lr, paper.inversion.loss) == (500, 0.1, "l1")
     assert (paper.lgen.epochs, paper.lgen.batch_size, paper.lgen.lr, paper.lgen.hidden) == (1000, 16, 3e-4, [128] * 3)
 

@@ -91,11 +91,11 @@ def test_dlib_mode_on_returned_generators(smoke, tmp_path):
 
 
 def test_settings_are_the_named_configs():
-    from facelm.config import Params, read_params_file, replace
+    from facelm.config import AUTHORS_KEEPING, Params, read_params_file, replace
 
     default, paper = gpu_item6.setting_params("default64"), gpu_item6.setting_params("paper128")
     assert default.image_size == 64 and (default.began.best_by, default.began.best_after) == ("M", 0.0)
-    assert default.began == replace(Params().began, best_by="M", best_after=0.0)  # no dlib there
+    assert default.began == replace(Params().began, **AUTHORS_KEEPING)  # no dlib there
     assert paper.image_size == 128 and paper.dataset == "world"
     want = read_params_file(gpu_item6.PAPER)["began"]
     assert {k: getattr(paper.began, k) for k in want} == pytest.approx(want)

@@ -86,7 +86,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing facelm
 
 # light imports only at the top: spawned rendering workers re-import this file (no torch there)
-from facelm.config import FRESH_ENCODER, Params, deep_merge, parse_params, replace  # noqa: E402
+from facelm.config import AUTHORS_KEEPING, FRESH_ENCODER, Params, deep_merge, parse_params, replace  # noqa: E402
 from facelm.data.world import render_faces  # noqa: E402
 from facelm.params_file import read_params_file  # noqa: E402
 
@@ -103,7 +103,7 @@ def setting_params(name: str, smoke: bool = False) -> Params:
     """The validated params of one setting (world data, judge = the default detector)."""
     base = Params().to_dict()  # the embedded default
     if name == "default64":  # kept by M: no dlib on the GPU machine (see the docstring)
-        over: dict[str, Any] = {"image_size": 64, "began": {"best_by": "M", "best_after": 0.0}}
+        over: dict[str, Any] = {"image_size": 64, "began": AUTHORS_KEEPING}
     elif name == "paper128":
         # the paper's BEGAN has no mode regulariser, so no encoder of stage 02 to start from
         over = {"image_size": 128, "began": read_params_file(PAPER)["began"],
