@@ -4,7 +4,7 @@
     python benchmarks/bench_began.py --device cuda # GPU: 128 px, w64; fp32 / bf16+CL / +compile
 
 The reference is the straightforward loop one would write first
-(facelm.report.timing.eager_began_rate): fp32, eager, NCHW, separate forward passes D(x),
+(facelm.report.speed.eager_began_rate): fp32, eager, NCHW, separate forward passes D(x),
 D(G(z).detach()) and D(G(z)), two backward passes (the second also computes D gradients it
 throws away), k_t read back to the host every step. At 32 px, width 16 it is the project's
 machine-speed reference.
@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from facelm.config import AUTHORS_KEEPING, BEGANParams, replace  # noqa: E402
-from facelm.report.timing import eager_began_rate  # noqa: E402
+from facelm.report.speed import eager_began_rate  # noqa: E402
 from facelm.training.began import train_began  # noqa: E402
 
 # config.py's defaults (lr, betas, gamma, lambda_k of both loops), G kept by M: the default's
@@ -34,7 +34,7 @@ CFG = replace(BEGANParams(), **AUTHORS_KEEPING)
 
 
 def reference_images_per_s(images, size, width, batch, device, warmup, steps) -> float:
-    """Plain fp32 eager BEGAN step (:func:`facelm.report.timing.eager_began_rate`, the
+    """Plain fp32 eager BEGAN step (:func:`facelm.report.speed.eager_began_rate`, the
     machine-speed reference at 32 px, width 16), images/s after ``warmup`` steps. It draws
     from random images of its own; ``images`` is accepted for symmetry with facelm's side."""
     return eager_began_rate(size=size, width=width, batch=batch, steps=steps, warmup=warmup,

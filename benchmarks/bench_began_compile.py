@@ -15,7 +15,7 @@ import torch
 
 from bench_began import facelm_images_per_s
 from common import best_rates
-from facelm.report.timing import eager_began_rate
+from facelm.report.speed import eager_began_rate
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a fresh clone without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from facelm.report.timing import machine  # noqa: E402
+from facelm.report.speed import machine  # noqa: E402
 
 
 def set_threads(threads: int | None) -> int:

@@ -9,7 +9,7 @@ Rows (facelm vs the baseline written in the benchmark scripts, measured interlea
 same run so that machine load hits both alike; best of the repeats):
 
 - machine-speed reference: the plain eager fp32 BEGAN step at 32 px, width 16, batch 16
-  (``facelm.report.timing.eager_began_rate`` below; the stages' time plans are in units of it)
+  (``facelm.report.speed.eager_began_rate`` below; the stages' time plans are in units of it)
 - BEGAN step: ``train_began`` (the trainer's own step, batch sampling and stats included)
   vs that eager step, images/s; full run: also at the paper's 128 px, width 64
 - inversion: ``invert`` on a batch vs the authors' loop, one image at a time with torch's
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from common import Row, best_rates, machine_line, markdown, set_threads
-from facelm.report.timing import REFERENCE_IMAGES, eager_began_rate, machine
+from facelm.report.speed import REFERENCE_IMAGES, eager_began_rate, machine
 
 # sizes per mode: steps, images, faces and repeats of every section
 MODES = {

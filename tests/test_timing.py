@@ -1,12 +1,10 @@
-"""The stage cost model and the cached machine-speed reference (facelm.report.timing)."""
-import json
+"""The stage cost model and its plans (facelm.report.timing)."""
 import math
 
 import pytest
-import torch
 
 from facelm.config import FRESH_ENCODER, Params, replace
-from facelm.report import timing
+from facelm.report import speed, timing
 
 REF = 1234.0  # a reference speed given explicitly: nothing is measured
 
@@ -18,7 +16,7 @@ def with_section(p: Params, section: str, **changes) -> Params:
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     path = tmp_path / "speed.json"
-    monkeypatch.setenv(timing.CACHE_ENV, str(path))
+    monkeypatch.setenv(speed.CACHE_ENV, str(path))
     return path
 
 
@@ -102,63 +100,11 @@ def test_format_plan_and_actual():
     assert timing.format_actual(12, None) == "took 12 s"
 
 
-def test_reference_is_measured_once_then_read_from_the_cache(cache, monkeypatch, one_thread):
-    first = timing.reference_speed(seconds=0.05)  # one thread: quick on a busy machine
-    assert first > 0 and math.isfinite(first)
-    entries = json.loads(cache.read_text())
-    assert entries[timing.machine_key()]["images_per_s"] == first
-
-    def no_measuring(**_):
-        raise AssertionError("measured although cached")
-
-    monkeypatch.setattr(timing, "eager_began_rate", no_measuring)
-    assert timing.reference_speed() == first
-    monkeypatch.setattr(timing, "eager_began_rate", lambda **_: 123.0)
-    assert timing.reference_speed(refresh=True) == 123.0
-    assert json.loads(cache.read_text())[timing.machine_key()]["images_per_s"] == 123.0
-
-
-def test_cache_is_per_thread_setting_and_a_damaged_file_is_measured_again(cache, monkeypatch):
-    monkeypatch.setattr(timing, "eager_began_rate", lambda **_: float(torch.get_num_threads()))
-    before = torch.get_num_threads()
-    assert timing.reference_speed(threads=1) == 1.0
-    assert torch.get_num_threads() == before  # restored
-    keys = json.loads(cache.read_text())
-    assert any("| 1 threads |" in k for k in keys)
-    cache.write_text("{not json")
-    assert timing.reference_speed(threads=1) == 1.0
-    assert json.loads(cache.read_text())  # rewritten whole
-
-
-def test_cache_path_default_and_override(monkeypatch, tmp_path):
-    monkeypatch.delenv(timing.CACHE_ENV, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert timing.cache_path() == tmp_path / "facelm" / "speed.json"
-    monkeypatch.setenv(timing.CACHE_ENV, str(tmp_path / "x.json"))
-    assert timing.cache_path() == tmp_path / "x.json"
-
-
-def test_eager_rate_needs_exactly_one_budget_and_leaves_the_global_rng():
-    with pytest.raises(ValueError):
-        timing.eager_began_rate()
-    with pytest.raises(ValueError):
-        timing.eager_began_rate(steps=1, seconds=1.0)
-    state = torch.get_rng_state()
-    assert timing.eager_began_rate(steps=1, warmup=0) > 0
-    assert torch.equal(state, torch.get_rng_state())
-
-
-def test_machine_record():
-    m = timing.machine()
-    assert m["cores"] >= 1 and m["threads"] == torch.get_num_threads() and m["cpu"]
-    assert m["torch"] == torch.__version__ and m["torch"] in timing.machine_key(m)
-
-
 def test_plan_stage_never_raises_and_note_goes_to_the_top_of_the_report(cache, monkeypatch,
                                                                           tmp_path):
     import nbformat
 
-    monkeypatch.setattr(timing, "eager_began_rate", lambda **_: REF)
+    monkeypatch.setattr(speed, "eager_began_rate", lambda **_: REF)
     line, expected = timing.plan_stage("02_began", Params())
     assert line == timing.format_plan("02_began", Params(), REF)
     assert expected == timing.expected_seconds("02_began", Params(), REF)
@@ -166,8 +112,8 @@ def test_plan_stage_never_raises_and_note_goes_to_the_top_of_the_report(cache, m
     def broken(**_):
         raise RuntimeError("no clock")
 
-    monkeypatch.setattr(timing, "eager_began_rate", broken)
-    monkeypatch.setenv(timing.CACHE_ENV, str(tmp_path / "other.json"))
+    monkeypatch.setattr(speed, "eager_began_rate", broken)
+    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "other.json"))
     line, expected = timing.plan_stage("02_began", Params())
     assert expected is None and "unknown (RuntimeError: no clock)" in line
 
