@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from facelm.models.began import Generator, save_model
-from facelm.apps.explorer import Explorer, component_sweep, explore, load_explorer
+from facelm.apps.explore import explore, load_explorer
+from facelm.apps.explorer import Explorer, component_sweep
 from facelm.landmarks import draw_landmarks, read_pts, to_pixels
 from facelm.models.lgen import LGen, save_lgen
 
