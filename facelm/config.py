@@ -334,6 +334,10 @@ class AugmentationParams(_Section):
     # ~500 steps; the feature heads cost ~20x more per step and improve up to ~400)
     lgen_steps: Int = Field(1000, gt=0)
     features_steps: Int = Field(200, gt=0)
+    # share of an augmented detector's training draws that are real faces: the K faces are
+    # repeated until they make up about this much of the set (null: each once, so 2,000 synthetic
+    # faces beside K = 25 leave 1.2 % of the draws real; 0.75 chosen on validation faces)
+    real_fraction: Optional[Float] = _field(0.75, "null: each real face once", gt=0, lt=1)
 
     def _rules(self) -> list[tuple[bool, str]]:
         return [(self.k_default in self.ks,

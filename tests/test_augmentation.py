@@ -244,6 +244,42 @@ def test_study_is_paired_and_k_labellers_see_only_the_k_pairs(tiny):
         aug.study(real, *test, G, labellers(G, 1), params(ks=[30], k_default=30), train_labellers=spy)
 
 
+@pytest.mark.parametrize("k, n_synth", [(25, 2000), (100, 2000), (500, 2000), (7, 40)])
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75])
+def test_real_repeats_give_the_real_faces_about_the_asked_share(k, n_synth, fraction):
+    reps = aug.real_repeats(k, n_synth, fraction)
+    share = reps * k / (reps * k + n_synth)
+    # rounding to whole repeats: within half a repeat's share of the ask
+    assert abs(share - fraction) <= 0.5 * k / (reps * k + n_synth) + 1e-9
+    assert aug.real_repeats(k, n_synth, None) == 1
+
+
+def test_real_repeats_never_drop_a_real_face():
+    assert aug.real_repeats(25, 2000, 0.5) == 80
+    assert aug.real_repeats(500, 100, 0.25) == 1     # already more than the ask: once each
+    assert aug.real_repeats(25, 0, 0.5) == 1
+
+
+def test_study_repeats_the_real_faces_in_augmented_sets_only(tiny, monkeypatch):
+    G, real = tiny
+    sizes = []
+
+    def scored(x, y, test, cfg, seed, device):
+        sizes.append(len(x))
+        assert len(x) == len(y)
+        return 0.1, 0.0
+
+    monkeypatch.setattr(aug, "_scored_detector", scored)
+    p = params(ks=[3], k_default=3, n_synth=6, seeds=2, steps=2, real_fraction=0.5)
+    rows = aug.study(real, real.images[:3], real.landmarks[:3], G, labellers(G, 1), p,
+                     train_labellers=lambda z, lm, seed: labellers(G, seed % 1000))
+    reps = aug.real_repeats(3, 6, 0.5)
+    assert reps == 2
+    assert sorted(set(sizes)) == [3, 3 * reps + 6]
+    assert {r["real_repeats"] for r in rows if r["condition"] == "real"} == {1}
+    assert {r["real_repeats"] for r in rows if r["condition"] != "real"} == {reps}
+
+
 def test_k_run_trainer_uses_the_step_rule_and_only_its_pairs(tiny, monkeypatch):
     G, real = tiny
     calls = {}
@@ -277,6 +313,8 @@ def test_label_epochs_give_about_the_asked_steps():
     ({"augmentation": {"lgen_steps": 0}}, "augmentation.lgen_steps must be > 0"),
     ({"augmentation": {"features_steps": -1}}, "augmentation.features_steps must be > 0"),
     ({"augmentation": {"seeds": 0}}, "a confidence interval needs 2 or more"),
+    ({"augmentation": {"real_fraction": 1.0}}, "augmentation.real_fraction must be in (0, 1) or null (got 1.0)"),
+    ({"augmentation": {"real_fraction": 0}}, "augmentation.real_fraction must be in (0, 1) or null (got 0"),
     ({"inversion": {"n_train": 50}}, "augmentation.ks must be <= the 50 inverted training faces"),
 ])
 def test_new_augmentation_fields_are_validated(overlay, says):

@@ -25,15 +25,19 @@ import hashlib
 import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from facelm.config import AugmentationParams, DetectorParams, LGenParams, Params, replace
+from facelm.data.faceset import load_split
+from facelm.evaluation.results import label_generator_path
 from facelm.evaluation.uncertainty import lowest
 from facelm.landmarks import nme
 from facelm.models.detector import predict_landmarks
-from facelm.models.feature_lgen import FeatureLGen, hypercolumns, label_uncertainty
+from facelm.models.feature_lgen import FeatureLGen, hypercolumns, label_uncertainty, load_feature_lgen
+from facelm.models.lgen import load_lgen
 from facelm.tensors import pick_device, sample_z, to_uint8
 from facelm.training.common import derive_seed, tensor_fingerprint
 from facelm.training.detector import train_detector
@@ -70,6 +74,20 @@ class RealFaces:
 
 # (z, landmarks, seed) -> the label generators of a K-run, trained on exactly those pairs
 LabellerTrainer = Callable[[np.ndarray, np.ndarray, int], Labellers]
+
+
+def load_study_inputs(root: str | Path) -> tuple[RealFaces, Labellers]:
+    """The pool of labelled training faces that have an inversion (stage 03's z_r of the first
+    faces) and stage 04's label generators (setting all), from the project at ``root``."""
+    root = Path(root)
+    train = load_split(root / "data" / "faces", "train")
+    z = np.load(root / "data" / "latents" / "z_train.npy")  # z_r of the first len(z) faces
+    landmarks = np.asarray(train.landmarks[:len(z)])
+    real = RealFaces(np.asarray(train.images[:len(z)]), landmarks, z)
+    stage04 = Labellers(load_lgen(label_generator_path(root, "z"), device="cpu"),
+                        load_feature_lgen(label_generator_path(root, "features"), device="cpu"),
+                        pairs_fingerprint(z, landmarks))
+    return real, stage04
 
 
 def pairs_fingerprint(z: np.ndarray, landmarks: np.ndarray) -> str:
@@ -164,6 +182,16 @@ def synthetic_set(pool: Pool, key: Hashable, condition: str, n_synth: int
     return pool.images[keep], pool.feature_labels[key][keep], float(u[keep].mean())
 
 
+def real_repeats(k: int, n_synth: int, real_fraction: float | None) -> int:
+    """How many times the K real faces enter an augmented training set so that about
+    ``real_fraction`` of its uniform draws are real (``augmentation.real_fraction``; None: once).
+    Repeating a face is weighting it: the detector samples its set uniformly and augments
+    every draw afresh."""
+    if real_fraction is None or n_synth == 0:
+        return 1
+    return max(1, round(real_fraction / (1.0 - real_fraction) * n_synth / k))
+
+
 def _scored_detector(x, y, test: tuple[np.ndarray, np.ndarray], cfg: DetectorParams, seed: int,
                      device) -> tuple[float, float]:
     """(mean NME on the test faces, training seconds) of a detector trained on (x, y)."""
@@ -174,20 +202,23 @@ def _scored_detector(x, y, test: tuple[np.ndarray, np.ndarray], cfg: DetectorPar
 
 def _repeat_rows(real: RealFaces, idx: np.ndarray, pool: Pool, keys: dict[str, Hashable],
                  pairs: dict[str, str], test, cfg: DetectorParams, n_synth: int, *, k: int,
-                 repeat: int, detector_seed: int, device) -> list[dict]:
+                 repeat: int, detector_seed: int, real_fraction: float | None, device) -> list[dict]:
     """The 1 + 3 x len(keys) detectors of one (K, repeat): real only, then per setting."""
     base = {"k": k, "seed": repeat, "subset": subset_fingerprint(idx),
             "detector_seed": detector_seed, "n_real": k}
     real_x, real_y = np.asarray(real.images[idx]), np.asarray(real.landmarks[idx], np.float32)
     score, seconds = _scored_detector(real_x, real_y, test, cfg, detector_seed, device)
-    rows = [{**base, "setting": SHARED, "condition": "real", "n_synth": 0, "label_pairs": "",
+    rows = [{**base, "setting": SHARED, "condition": "real", "n_synth": 0, "real_repeats": 1, "label_pairs": "",
              "label_uncertainty": float("nan"), "nme": score, "seconds": seconds}]
     for setting, key in keys.items():
         for condition in CONDITIONS[1:]:
             x, y, u = synthetic_set(pool, key, condition, n_synth)
-            score, seconds = _scored_detector(np.concatenate([real_x, x]), np.concatenate([real_y, y]),
+            reps = real_repeats(k, len(x), real_fraction)
+            score, seconds = _scored_detector(np.concatenate([real_x] * reps + [x]),
+                                              np.concatenate([real_y] * reps + [y]),
                                               test, cfg, detector_seed, device)
             rows.append({**base, "setting": setting, "condition": condition, "n_synth": len(x),
+                         "real_repeats": reps,
                          "label_pairs": pairs[setting], "label_uncertainty": u, "nme": score,
                          "seconds": seconds})
     return rows
@@ -224,5 +255,5 @@ def study(real: RealFaces, test_images: np.ndarray, test_landmarks: np.ndarray, 
             rows += _repeat_rows(real, idx, pool, {"all": "all", "k": k},
                                  {"all": stage04.pairs, "k": labellers[k].pairs}, test, cfg,
                                  a.n_synth, k=k, repeat=r, detector_seed=derive_seed(seed, k, r),
-                                 device=device)
+                                 real_fraction=a.real_fraction, device=device)
     return rows
