@@ -169,3 +169,18 @@ def test_readme_layout_lists_every_module_under_its_folder():
                                          "not in the tree:", sorted(rows[folder] - modules))
     for row in rows:
         assert (ROOT / row).exists(), f"README Layout names {row}, which does not exist"
+
+
+def test_committed_metrics_are_the_ones_dvc_lock_records():
+    # `dvc metrics show` on a fresh clone reads these files; a stale one would report numbers
+    # of a run that dvc.lock no longer describes (and `dvc status` would call the stage changed)
+    import hashlib
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    recorded = {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])
+                if out["path"].startswith("metrics/")}
+    committed = sorted((ROOT / "metrics").glob("*.json"))
+    assert committed and {f"metrics/{p.name}" for p in committed} == set(recorded)
+    for path in committed:
+        md5 = hashlib.md5(path.read_bytes()).hexdigest()
+        assert md5 == recorded[f"metrics/{path.name}"], \
+            f"{path.name} differs from the run dvc.lock records; copy that run's file"
