@@ -1,4 +1,5 @@
 """Project hygiene: clean source notebooks, a pipeline that matches them, a conda env that matches pip."""
+import hashlib
 import json
 import re
 import tomllib
@@ -174,7 +175,6 @@ def test_readme_layout_lists_every_module_under_its_folder():
 def test_committed_metrics_are_the_ones_dvc_lock_records():
     # `dvc metrics show` on a fresh clone reads these files; a stale one would report numbers
     # of a run that dvc.lock no longer describes (and `dvc status` would call the stage changed)
-    import hashlib
     lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
     recorded = {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])
                 if out["path"].startswith("metrics/")}
